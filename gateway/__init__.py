@@ -1,0 +1,1 @@
+"""qroute gateway: an OpenAI-compatible endpoint that routes each request by complexity."""

@@ -1,0 +1,65 @@
+"""create_app(): the FastAPI application, its lifespan and its error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from gateway.api import chat, ops
+from gateway.context import headers_for, request_state
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.pipeline import Gateway
+from gateway.settings import Settings
+
+log = logging.getLogger("qroute")
+
+
+def error_response(request: Request, err: GatewayError) -> Response:
+    headers = headers_for(request_state(request), None, None)
+    return Response(err.json(), status_code=err.status, media_type="application/json", headers=headers)
+
+
+def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
+    gw = gateway or Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.close()
+
+    app = FastAPI(title="qroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.gateway = gw
+    app.state.client_keys = settings.client_keys()
+    if not app.state.client_keys:
+        log.warning("no client API keys configured: /v1 is open to anyone who can reach %s:%d",
+                    settings.server.host, settings.server.port)
+    app.include_router(chat.router)
+    app.include_router(ops.router)
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> Response:
+        if exc.status >= 500:
+            log.warning("request %s failed: %s", request_state(request).request_id, exc.message)
+        return error_response(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        err = InvalidRequest(str(exc.detail), code="not_found" if exc.status_code == 404 else "http_error",
+                             status=exc.status_code)
+        return error_response(request, err)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error in request %s", request_state(request).request_id)
+        err = GatewayError("The server had an error while processing your request.")
+        return error_response(request, err)
+
+    return app

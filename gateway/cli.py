@@ -1,0 +1,104 @@
+"""The `qroute` command: serve, sim, demo. Flags here are contracts other tools drive."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from gateway.settings import ConfigError, load_settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"qroute: {exc}", file=sys.stderr)
+        return 2
+    host = args.host or settings.server.host
+    port = args.port or settings.server.port
+    logging.basicConfig(level=settings.server.log_level.upper(), format=LOG_FORMAT)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        print(f"qroute: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=host, port=port, log_level=settings.server.log_level,
+                access_log=settings.server.log_level == "debug", loop="uvloop", http="httptools",
+                timeout_keep_alive=30)
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from simulator.server import SimOptions, serve
+
+    opts = SimOptions(
+        host=args.host, local_port=args.local_port, cloud_port=args.cloud_port, zero_delay=args.zero_delay,
+        local_ttft_s=args.local_ttft, local_tps=args.local_tps, cloud_ttft_s=args.cloud_ttft,
+        cloud_tps=args.cloud_tps, output_tokens=args.output_tokens, error_rate=args.error_rate,
+        error_status=args.error_status, cut_after_tokens=args.cut_after, hang_after_tokens=args.hang_after,
+        vllm_reasoning_field=args.vllm_reasoning_field,
+    )
+    logging.basicConfig(level="WARNING", format=LOG_FORMAT)
+    try:
+        asyncio.run(serve(opts))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(args.config, exit_after_table=args.exit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qroute", description="Complexity-routing LLM gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", required=True, help="YAML config file")
+    serve.add_argument("--host", default=None, help="bind address (default: server.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: server.port, 4000)")
+    serve.set_defaults(func=_serve)
+
+    sim = sub.add_parser("sim", help="simulated vLLM and DashScope upstreams (tests, demo, benchmarks)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--local-port", type=int, default=8000, help="vLLM-like API port")
+    sim.add_argument("--cloud-port", type=int, default=8001, help="DashScope-like API port")
+    sim.add_argument("--zero-delay", action="store_true", help="no first-token delay, no pacing (benchmarks)")
+    sim.add_argument("--local-ttft", type=float, default=None, help="local seconds to first token (0.09)")
+    sim.add_argument("--local-tps", type=float, default=None, help="local tokens per second (75)")
+    sim.add_argument("--cloud-ttft", type=float, default=None, help="cloud seconds to first token (1.0)")
+    sim.add_argument("--cloud-tps", type=float, default=None, help="cloud tokens per second (30)")
+    sim.add_argument("--output-tokens", type=int, default=None, help="answer length in tokens (48)")
+    sim.add_argument("--error-rate", type=float, default=None, help="share of requests that fail (0)")
+    sim.add_argument("--error-status", type=int, default=None, help="status of those failures (500)")
+    sim.add_argument("--cut-after", type=int, default=None, help="drop streams after N tokens")
+    sim.add_argument("--hang-after", type=int, default=None, help="stop sending after N tokens")
+    sim.add_argument("--vllm-reasoning-field", choices=["reasoning", "reasoning_content"], default=None,
+                     help="vLLM >= 0.11 sends 'reasoning' (default); older versions 'reasoning_content'")
+    sim.set_defaults(func=_sim)
+
+    demo = sub.add_parser("demo", help="start simulators and gateway, send sample queries, print a table")
+    demo.add_argument("--config", default="deploy/qroute.demo.yaml")
+    demo.add_argument("--exit", action="store_true", help="exit after the table (also DEMO_EXIT=1)")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Gateway errors. Each knows its HTTP status and renders OpenAI's error shape.
+
+    GatewayError
+    ├── InvalidRequest        400 invalid_request_error (param names the field)
+    ├── Unauthorized          401 invalid_api_key
+    ├── ModelNotFound         404 model_not_found
+    ├── PayloadTooLarge       413 request_too_large
+    └── UpstreamError         upstream's status for client errors, else 502/503/504
+        ├── UpstreamTimeout   504 (connect, first token, idle or total timeout)
+        └── UpstreamUnavailable 503 (connection refused, breaker open)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def json(self) -> bytes:
+        return orjson.dumps(self.body())
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_value"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    type = "invalid_request_error"
+    code = "forbidden"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UpstreamError(GatewayError):
+    """A backend failed. `retryable` says whether another route may succeed."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, backend: str, status: int | None = None, retryable: bool = True,
+                 param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, param=param, code=code, status=status)
+        self.backend = backend
+        self.retryable = retryable
+        if self.status < 500:
+            # The upstream rejected the request itself: tell the client as a request error.
+            self.type = "invalid_request_error" if self.status != 429 else "rate_limit_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 503
+    code = "upstream_unavailable"
+
+
+def sse_error(err: GatewayError) -> bytes:
+    """The error event a broken stream ends with, before `data: [DONE]`."""
+    return b"data: " + err.json() + b"\n\ndata: [DONE]\n\n"

@@ -1,0 +1,51 @@
+"""Which route a request's `model` field asks for: `auto` (the router decides), a route name,
+or a configured concrete model id. Anything else is 404 model_not_found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import ModelNotFound
+from gateway.settings import ROUTE_NAMES, Settings
+from router.base import Scorer
+from router.decide import Thresholds, decide
+from router.length import LengthScorer
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    route: str
+    score: float
+    reason: str
+
+
+def build_scorer(settings: Settings) -> Scorer:
+    return LengthScorer()
+
+
+class RouteResolver:
+    def __init__(self, settings: Settings, scorer: Scorer) -> None:
+        self.scorer = scorer
+        self.thresholds = Thresholds(settings.router.t1, settings.router.t2)
+        self._by_model: dict[str, str] = {}
+        for route in ROUTE_NAMES:  # first route naming a model wins: "Qwen/Qwen3-8B" -> local
+            model = settings.backends[settings.routes[route].backend].model
+            self._by_model.setdefault(model, route)
+
+    def model_ids(self) -> list[str]:
+        return [AUTO, *ROUTE_NAMES, *self._by_model]
+
+    def resolve(self, model: str, messages: list[dict[str, Any]]) -> RouteDecision:
+        if model != AUTO and model not in ROUTE_NAMES and model not in self._by_model:
+            raise ModelNotFound(f"The model '{model}' does not exist. Use 'auto', one of "
+                                f"{list(ROUTE_NAMES)} or a configured model id.", param="model")
+        score = self.scorer.score(messages)
+        if model == AUTO:
+            route = decide(score, self.thresholds)
+            return RouteDecision(route, score, f"auto:{self.scorer.name}")
+        if model in ROUTE_NAMES:
+            return RouteDecision(model, score, "pinned:route")
+        return RouteDecision(self._by_model[model], score, "pinned:model")

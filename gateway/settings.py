@@ -1,0 +1,198 @@
+"""Typed configuration: one YAML file plus QROUTE_* environment overrides.
+
+This is the only module that reads the environment. Everything else receives a
+`Settings` object. Unknown or invalid keys fail at start with the dotted key path,
+so a typo in the YAML is caught before the first request, not during it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ROUTE_NAMES = ("local", "local-think", "cloud")
+RouteName = Literal["local", "local-think", "cloud"]
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(4000, ge=1, le=65535)
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class AuthConfig(Strict):
+    """Client keys: listed here and/or read from the environment variable named by `api_keys_env`."""
+
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    api_keys_env: str | None = "QROUTE_API_KEYS"
+    admin_keys_env: str | None = "QROUTE_ADMIN_KEYS"
+
+
+class Timeouts(Strict):
+    connect_s: float = Field(2.0, gt=0)
+    first_token_s: float = Field(30.0, gt=0)
+    idle_s: float = Field(30.0, gt=0)
+    total_s: float = Field(600.0, gt=0)
+
+
+class BackendConfig(Strict):
+    """One upstream deployment. `provider` is a LiteLLM provider name."""
+
+    provider: Literal["hosted_vllm", "dashscope", "openai"]
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+    transport: Literal["direct", "litellm"] = "direct"
+    timeouts: Timeouts = Timeouts()
+    max_connections: int = Field(200, ge=1)
+    # Resolved from api_key_env at load time; never logged, never echoed.
+    api_key: SecretStr | None = Field(None, exclude=True)
+
+
+class RouteConfig(Strict):
+    backend: str
+    thinking: bool = False
+    description: str = ""
+
+
+class FallbackConfig(Strict):
+    """Which route to try next when one fails before its first token."""
+
+    order: dict[RouteName, list[RouteName]] = Field(
+        default_factory=lambda: {"local": ["cloud"], "local-think": ["cloud"], "cloud": ["local"]}
+    )
+    retry_statuses: list[int] = Field(default_factory=lambda: [408, 409, 429, 500, 502, 503, 504])
+    max_attempts: int = Field(2, ge=1, le=5)
+    # Pause before the next attempt. 0 by default: the next route is a different upstream.
+    delay_ms: float = Field(0.0, ge=0, le=50)
+
+
+class BreakerConfig(Strict):
+    failure_threshold: int = Field(5, ge=1)
+    reset_after_s: float = Field(10.0, gt=0)
+
+
+class Price(Strict):
+    """CNY per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class RouterConfig(Strict):
+    scorer: Literal["length"] = "length"
+    t1: float = Field(0.35, ge=0, le=1)
+    t2: float = Field(0.7, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RouterConfig:
+        if self.t1 > self.t2:
+            raise ValueError(f"router.t1 ({self.t1}) must be <= router.t2 ({self.t2})")
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="QROUTE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    backends: dict[str, BackendConfig]
+    routes: dict[RouteName, RouteConfig]
+    fallback: FallbackConfig = FallbackConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    prices: dict[str, Price] = Field(default_factory=dict)
+    router: RouterConfig = RouterConfig()
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Settings:
+        missing = [r for r in ROUTE_NAMES if r not in self.routes]
+        if missing:
+            raise ValueError(f"routes: missing route(s) {missing}")
+        for name, route in self.routes.items():
+            if route.backend not in self.backends:
+                raise ValueError(f"routes.{name}.backend: unknown backend {route.backend!r}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first so QROUTE_SERVER__PORT overrides the YAML.
+        return (env_settings, init_settings)
+
+    # --- secrets resolved from the environment -------------------------------------------
+    def client_keys(self) -> frozenset[str]:
+        keys = {k.get_secret_value() for k in self.auth.api_keys}
+        keys |= _keys_from_env(self.auth.api_keys_env)
+        return frozenset(k for k in keys if k)
+
+    def admin_keys(self) -> frozenset[str]:
+        return frozenset(_keys_from_env(self.auth.admin_keys_env))
+
+    def price_for(self, model: str) -> Price | None:
+        return self.prices.get(model)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names the offending key."""
+
+
+def _keys_from_env(var: str | None) -> set[str]:
+    if not var:
+        return set()
+    return {k.strip() for k in os.environ.get(var, "").split(",") if k.strip()}
+
+
+def _with_resolved_keys(data: dict[str, Any]) -> dict[str, Any]:
+    for name, backend in (data.get("backends") or {}).items():
+        if isinstance(backend, dict) and backend.get("api_key_env"):
+            if "api_key" in backend:
+                raise ConfigError(f"backends.{name}.api_key: put keys in the environment (api_key_env)")
+            value = os.environ.get(backend["api_key_env"])
+            if value:
+                backend["api_key"] = value
+    return data
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{key}: {err['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read, validate and return the settings; raise ConfigError naming the bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping")
+    try:
+        return Settings(**_with_resolved_keys(raw))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None

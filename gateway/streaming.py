@@ -1,0 +1,92 @@
+"""Server-sent events to the client: normalized chunks, an error event when the upstream
+breaks (never a silent truncation or a hang), and upstream cancellation when the client leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from gateway.errors import GatewayError, UpstreamError, sse_error
+from gateway.upstreams.base import PrimedStream
+from gateway.upstreams.thinking import normalize_chunk
+
+log = logging.getLogger("qroute.stream")
+_DONE = b"data: [DONE]\n\n"
+
+# Called once when the stream ends: (usage or None, error or None, client_disconnected).
+StreamDone = Callable[[dict[str, Any] | None, GatewayError | None, bool], None]
+
+
+async def client_events(primed: PrimedStream, include_usage: bool, on_done: StreamDone) -> AsyncIterator[bytes]:
+    """SSE frames for the client. Usage is always requested upstream (for cost); it is passed on
+    only when the client asked with stream_options.include_usage."""
+    usage: dict[str, Any] | None = None
+    error: GatewayError | None = None
+    finished = False
+    try:
+        async for payload in primed:
+            if b'"usage"' in payload:
+                chunk = orjson.loads(payload)
+                if isinstance(chunk.get("usage"), dict):
+                    usage = chunk["usage"]
+                    if not include_usage:
+                        if not chunk.get("choices"):
+                            continue
+                        chunk.pop("usage")
+                        payload = orjson.dumps(chunk)
+            yield b"data: " + normalize_chunk(payload) + b"\n\n"
+        finished = True
+        yield _DONE
+    except UpstreamError as exc:
+        error = exc
+        log.warning("stream from %s broke: %s", exc.backend, exc.message)
+        finished = True
+        yield sse_error(exc)
+    finally:
+        on_done(usage, error, not finished)
+        await primed.aclose()
+
+
+class SSEResponse(Response):
+    """Streams `frames`; if the client disconnects first, cancels the producer (and with it the
+    upstream request), even while the upstream is silent."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, frames: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        self.frames = frames
+        self.status_code = 200
+        self.background = None
+        self.init_headers({**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        pump = asyncio.ensure_future(self._pump(send))
+        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, watch):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(pump, watch, return_exceptions=True)
+
+    async def _pump(self, send: Any) -> None:
+        try:
+            async for frame in self.frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # client went away mid-send
+            return
+
+
+async def _wait_disconnect(receive: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

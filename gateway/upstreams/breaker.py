@@ -1,0 +1,60 @@
+"""Per-upstream circuit breaker: stop sending to a backend that keeps failing, then probe it.
+
+closed --N consecutive failures--> open --reset_after_s--> half-open (one probe request)
+half-open --probe succeeds--> closed;  --probe fails--> open again
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    def __init__(self, failure_threshold: int, reset_after_s: float, clock=time.monotonic) -> None:
+        self.failure_threshold = failure_threshold
+        self.reset_after_s = reset_after_s
+        self._clock = clock
+        self._state = BreakerState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probe_in_flight = False
+
+    @property
+    def state(self) -> BreakerState:
+        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.reset_after_s:
+            return BreakerState.HALF_OPEN
+        return self._state
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    def allow(self) -> bool:
+        """May a request go to this upstream now? In half-open, only one probe at a time."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.HALF_OPEN and not self._probe_in_flight:
+            self._state = BreakerState.HALF_OPEN
+            self._probe_in_flight = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self._failures = 0
+        self._probe_in_flight = False
+        self._state = BreakerState.CLOSED
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        self._probe_in_flight = False
+        if self._state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:
+            self._state = BreakerState.OPEN
+            self._opened_at = self._clock()

@@ -1,0 +1,129 @@
+"""The hot-path transport: a pooled aiohttp session per backend sending LiteLLM-built bodies.
+
+Foreign exceptions (aiohttp, asyncio timeouts) are translated here, where they enter, into
+the gateway's UpstreamError family.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.settings import Timeouts
+from gateway.upstreams.provider import ProviderAdapter
+
+_DATA = b"data:"
+_DONE = b"[DONE]"
+
+
+def upstream_http_error(backend: str, status: int, raw: bytes, retry_statuses: frozenset[int]) -> UpstreamError:
+    """Turn an upstream error body (vLLM's or DashScope's shape) into an UpstreamError."""
+    message, code, param = raw[:300].decode("utf-8", "replace"), None, None
+    try:
+        err = orjson.loads(raw).get("error")
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            code = err.get("code") if isinstance(err.get("code"), str) else None
+            param = err.get("param")
+        elif isinstance(err, str):
+            message = err
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    client_status = status if status < 500 else 502
+    return UpstreamError(f"upstream {backend} returned {status}: {message}", backend=backend,
+                         status=client_status, retryable=status in retry_statuses, code=code, param=param)
+
+
+class HttpUpstream:
+    def __init__(self, adapter: ProviderAdapter, timeouts: Timeouts, max_connections: int,
+                 retry_statuses: frozenset[int]) -> None:
+        self.adapter = adapter
+        self.timeouts = timeouts
+        self.retry_statuses = retry_statuses
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = {"content-type": "application/json", **adapter.headers}
+        self._complete_timeout = aiohttp.ClientTimeout(total=timeouts.total_s, sock_connect=timeouts.connect_s)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=timeouts.total_s, sock_connect=timeouts.connect_s, sock_read=timeouts.idle_s
+        )
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=30, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                              skip_auto_headers=("User-Agent",))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "HttpUpstream.start() was not awaited"
+        return self._session
+
+    def _translate(self, exc: BaseException) -> UpstreamError:
+        name = self.adapter.backend
+        if isinstance(exc, UpstreamError):
+            return exc
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return UpstreamUnavailable(f"cannot connect to {name}: {exc.os_error}", backend=name)
+        if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+            return UpstreamTimeout(f"{name} timed out", backend=name)
+        return UpstreamError(f"connection to {name} broke: {type(exc).__name__}", backend=name)
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            async with self.session.post(self.adapter.url, data=orjson.dumps(body), headers=self._headers,
+                                         timeout=self._complete_timeout) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise upstream_http_error(self.adapter.backend, resp.status, raw, self.retry_statuses)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._translate(exc) from None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"{self.adapter.backend} sent a body that is not JSON",
+                                backend=self.adapter.backend) from None
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        resp = None
+        try:
+            resp = await self.session.post(self.adapter.url, data=orjson.dumps(body), headers=self._headers,
+                                           timeout=self._stream_timeout)
+            if resp.status >= 400:
+                raw = await resp.read()
+                raise upstream_http_error(self.adapter.backend, resp.status, raw, self.retry_statuses)
+            async for line in resp.content:
+                if not line.startswith(_DATA):
+                    continue
+                payload = line[5:].strip()
+                if payload == _DONE:
+                    resp.release()
+                    return
+                if payload.startswith(b'{"error"'):
+                    raise upstream_http_error(self.adapter.backend, 500, payload, self.retry_statuses)
+                yield payload
+            raise UpstreamError(f"{self.adapter.backend} ended the stream without [DONE]",
+                                backend=self.adapter.backend)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._translate(exc) from None
+        finally:
+            # Not released after [DONE]: the client left or the stream broke. Close the
+            # connection so the upstream stops generating.
+            if resp is not None and not resp.closed:
+                resp.close()
+
+    async def probe(self) -> bool:
+        try:
+            async with asyncio.timeout(1.0):
+                async with self.session.get(f"{self.adapter.api_base}/models", headers=self._headers) as resp:
+                    return resp.status < 500
+        except (aiohttp.ClientError, TimeoutError):
+            return False

@@ -1,0 +1,229 @@
+"""A raw ASGI app imitating vLLM's or DashScope's OpenAI-compatible chat API.
+
+Raw ASGI (no framework) keeps the simulator's own cost small, because in benchmarks it is
+the upstream every contender shares. Control endpoints under /sim/ let tests change the
+behaviour and read back the bodies the upstream received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+
+from simulator import wire
+from simulator.behaviour import Behaviour
+
+Scope = dict[str, Any]
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class SimulatedUpstream:
+    def __init__(self, behaviour: Behaviour, record_limit: int = 500) -> None:
+        self.behaviour = behaviour
+        self.received: deque[dict[str, Any]] = deque(maxlen=record_limit)
+        self.stats = {"requests": 0, "completed": 0, "disconnects": 0, "cuts": 0, "errors": 0}
+
+    # --- ASGI entry -----------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        body = await self._read_body(receive)
+        if path == "/v1/chat/completions" and method == "POST":
+            await self._chat(scope, body, receive, send)
+        elif path == "/v1/models" and method == "GET":
+            data = [{"id": m, "object": "model", "owned_by": self.behaviour.flavour} for m in self.behaviour.models]
+            await _json(send, 200, {"object": "list", "data": data})
+        elif path in ("/health", "/sim/health"):
+            await _json(send, 200, {"status": "ok"})
+        elif path == "/sim/config":
+            await self._config(method, body, send)
+        elif path == "/sim/requests":
+            if method == "DELETE":
+                self.received.clear()
+                self.stats = dict.fromkeys(self.stats, 0)
+            await _json(send, 200, {"requests": list(self.received), "stats": self.stats})
+        else:
+            await _json(send, 404, {"error": {"message": f"no route {method} {path}", "type": "NotFound"}})
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    async def _read_body(receive: Any) -> bytes:
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    async def _config(self, method: str, body: bytes, send: Any) -> None:
+        if method in ("POST", "PUT", "PATCH"):
+            try:
+                self.behaviour.update(orjson.loads(body or b"{}"))
+            except (KeyError, orjson.JSONDecodeError) as exc:
+                await _json(send, 400, {"error": {"message": f"bad sim config: {exc}"}})
+                return
+        await _json(send, 200, self.behaviour.as_dict())
+
+    # --- chat ------------------------------------------------------------------------------
+    async def _chat(self, scope: Scope, raw: bytes, receive: Any, send: Any) -> None:
+        b = self.behaviour
+        self.stats["requests"] += 1
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            await self._error(send, 400, "Invalid JSON body")
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        self.received.append(
+            {"body": body, "authorization": "present" if "authorization" in headers else "absent",
+             "x-request-id": headers.get("x-request-id")}
+        )
+        model = body.get("model", "")
+        if not b.serves(model):
+            await self._error(send, 404, f"The model `{model}` does not exist.", param="model")
+            return
+        if b.should_fail():
+            self.stats["errors"] += 1
+            await self._error(send, b.error_status, f"simulated upstream failure ({b.error_status})")
+            return
+        stream = bool(body.get("stream"))
+        thinking = b.thinking_for(body)
+        if b.flavour == "dashscope" and thinking and not stream:
+            await self._error(
+                send, 400, "parameter.enable_thinking must be set to false for non-streaming calls",
+                code="invalid_parameter_error",
+            )
+            return
+        if stream:
+            await self._stream(body, thinking, receive, send)
+        else:
+            await self._complete(body, thinking, send)
+
+    async def _error(self, send: Any, status: int, message: str, code: str | None = None,
+                     param: str | None = None) -> None:
+        payload = wire.error_body(self.behaviour.flavour, status, message, code=code, param=param)
+        await _raw(send, status, payload, b"application/json")
+
+    async def _pace(self, started: float, tokens_sent: int) -> None:
+        """Sleep until the token `tokens_sent` is due: ttft, then one token every 1/rate s."""
+        b = self.behaviour
+        if b.ttft_s <= 0 and b.tokens_per_s <= 0:
+            return
+        due = started + b.ttft_s + (tokens_sent / b.tokens_per_s if b.tokens_per_s > 0 else 0.0)
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _complete(self, body: dict[str, Any], thinking: bool, send: Any) -> None:
+        b = self.behaviour
+        started = time.perf_counter()
+        words, finish = wire.answer_tokens(body, b)
+        thoughts = wire.reasoning_tokens(b) if thinking else []
+        call = wire.tool_call_for(body)
+        n_out = len(words) + len(thoughts) + (8 if call else 0)
+        await self._pace(started, n_out)
+        if b.hang_after_tokens >= 0:
+            await asyncio.sleep(3600)
+        result = wire.completion(
+            body["model"],
+            None if call else "".join(words),
+            "".join(thoughts) if thinking else None,
+            b.reasoning_field,
+            call,
+            "tool_calls" if call else finish,
+            wire.usage(wire.count_prompt_tokens(body), n_out, len(thoughts)),
+        )
+        await _raw(send, 200, orjson.dumps(result), b"application/json")
+        self.stats["completed"] += 1
+
+    async def _stream(self, body: dict[str, Any], thinking: bool, receive: Any, send: Any) -> None:
+        b = self.behaviour
+        started = time.perf_counter()
+        writer = wire.ChunkWriter(body["model"], b.flavour)
+        disconnected = asyncio.Event()
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, disconnected))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+        sent = 0
+        try:
+            first = {"role": "assistant", "content": ""}
+            if b.flavour == "vllm":
+                first["reasoning"] = None
+            await self._pace(started, 0)
+            await self._send_chunk(send, writer.chunk(first), disconnected)
+            thoughts = wire.reasoning_tokens(b) if thinking else []
+            words, finish = wire.answer_tokens(body, b)
+            call = wire.tool_call_for(body)
+            deltas = [{b.reasoning_field: t} for t in thoughts]
+            if call:
+                args = call["arguments"]
+                pieces = [args[i:i + 8] for i in range(0, len(args), 8)]
+                deltas.append({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                               "function": {"name": call["name"], "arguments": ""}}]})
+                deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces]
+                finish = "tool_calls"
+            else:
+                deltas += [{"content": w} for w in words]
+            for delta in deltas:
+                if sent == b.cut_after_tokens:
+                    self.stats["cuts"] += 1
+                    raise ConnectionAbortedError("simulated mid-stream cut")
+                if sent == b.hang_after_tokens:
+                    await disconnected.wait()
+                    raise _Disconnected
+                sent += 1
+                await self._pace(started, sent)
+                await self._send_chunk(send, writer.chunk(delta), disconnected)
+            await self._send_chunk(send, writer.chunk({}, finish), disconnected)
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage_body = wire.usage(wire.count_prompt_tokens(body), sent, len(thoughts))
+                await self._send_chunk(send, writer.usage_chunk(usage_body), disconnected)
+            await send({"type": "http.response.body", "body": wire.DONE, "more_body": False})
+            self.stats["completed"] += 1
+        except _Disconnected:
+            self.stats["disconnects"] += 1
+        finally:
+            watcher.cancel()
+
+    @staticmethod
+    async def _send_chunk(send: Any, frame: bytes, disconnected: asyncio.Event) -> None:
+        if disconnected.is_set():
+            raise _Disconnected
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
+
+
+async def _watch_disconnect(receive: Any, flag: asyncio.Event) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            flag.set()
+            return
+
+
+async def _raw(send: Any, status: int, payload: bytes, content_type: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _json(send: Any, status: int, obj: Any) -> None:
+    await _raw(send, status, orjson.dumps(obj), b"application/json")

@@ -1,0 +1,154 @@
+"""Response bodies in each upstream's wire format: chunks, completions, usage, errors."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from simulator.behaviour import Behaviour
+
+_WORDS = (
+    "The answer depends on the data you have . Here is a short grounded reply with the key points , "
+    "then a brief summary so the caller can check each step ."
+).split()
+_THOUGHT = "Let me think step by step about what is asked and which facts matter .".split()
+
+
+def count_prompt_tokens(body: dict[str, Any]) -> int:
+    """Rough token count: about four characters a token, as tokenizers average on English."""
+    chars = 0
+    for msg in body.get("messages") or []:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
+    return max(1, chars // 4) + 4 * len(body.get("messages") or [])
+
+
+def answer_tokens(body: dict[str, Any], behaviour: Behaviour) -> tuple[list[str], str]:
+    """The content tokens and the finish reason, honouring max_tokens, stop and response_format."""
+    limit = body.get("max_tokens") or body.get("max_completion_tokens") or behaviour.output_tokens
+    n = min(int(limit), behaviour.output_tokens)
+    fmt = (body.get("response_format") or {}).get("type")
+    if fmt in ("json_object", "json_schema"):
+        words = ['{"answer": "', *[_WORDS[i % len(_WORDS)] + " " for i in range(max(n - 2, 1))], '"}']
+    else:
+        words = [(_WORDS[i % len(_WORDS)] + " ") for i in range(n)]
+    finish = "length" if int(limit) < behaviour.output_tokens else "stop"
+    stops = body.get("stop")
+    stops = [stops] if isinstance(stops, str) else (stops or [])
+    for stop in stops:
+        for i, word in enumerate(words):
+            if stop and stop in word:
+                return words[:i], "stop"
+    return words, finish
+
+
+def reasoning_tokens(behaviour: Behaviour) -> list[str]:
+    return [_THOUGHT[i % len(_THOUGHT)] + " " for i in range(behaviour.reasoning_tokens)]
+
+
+def tool_call_for(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Call the named tool, or the first one, unless tool_choice is 'none'."""
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return None
+    name = tools[0].get("function", {}).get("name", "tool")
+    if isinstance(choice, dict):
+        name = choice.get("function", {}).get("name", name)
+    return {"id": "call_" + uuid.uuid4().hex[:24], "name": name, "arguments": '{"city": "Hangzhou", "unit": "c"}'}
+
+
+def usage(prompt: int, completion: int, reasoning: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if reasoning:
+        out["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return out
+
+
+class ChunkWriter:
+    """Builds `data: ...` SSE frames that share one id, model and created time."""
+
+    def __init__(self, model: str, flavour: str) -> None:
+        self.base = {
+            "id": "chatcmpl-" + uuid.uuid4().hex,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
+        self.flavour = flavour
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        if self.flavour == "vllm":
+            choice["logprobs"] = None
+        return self.frame({**self.base, "choices": [choice]})
+
+    def usage_chunk(self, usage_body: dict[str, Any]) -> bytes:
+        return self.frame({**self.base, "choices": [], "usage": usage_body})
+
+    @staticmethod
+    def frame(obj: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def completion(
+    model: str,
+    content: str | None,
+    reasoning: str | None,
+    reasoning_field: str,
+    tool_call: dict[str, Any] | None,
+    finish: str,
+    usage_body: dict[str, Any],
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        message[reasoning_field] = reasoning
+    if tool_call:
+        message["tool_calls"] = [
+            {
+                "id": tool_call["id"],
+                "type": "function",
+                "function": {"name": tool_call["name"], "arguments": tool_call["arguments"]},
+            }
+        ]
+    return {
+        "id": "chatcmpl-" + uuid.uuid4().hex,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": usage_body,
+    }
+
+
+def error_body(flavour: str, status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
+    """vLLM: {"error": {message, type: <ExceptionName>, param, code: <status>}};
+    DashScope: {"error": {message, type, param, code: <string>}, "request_id": ...}."""
+    if flavour == "vllm":
+        kind = {400: "BadRequestError", 404: "NotFoundError", 429: "RateLimitError"}.get(
+            status, "InternalServerError"
+        )
+        return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": status}})
+    kind = "invalid_request_error" if status < 500 else "internal_error"
+    if status == 429:
+        kind, code = "limit_requests", code or "Throttling.RateQuota"
+    return orjson.dumps(
+        {
+            "error": {"message": message, "type": kind, "param": param, "code": code or kind},
+            "id": "chatcmpl-" + uuid.uuid4().hex,
+            "request_id": str(uuid.uuid4()),
+        }
+    )
