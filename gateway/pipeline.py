@@ -107,7 +107,7 @@ class Gateway:
             thinking = route_cfg.thinking if explicit_thinking is None else explicit_thinking
             started = time.perf_counter()
             try:
-                outcome = await self._call(backend, request, data, thinking)
+                outcome = await self._call(backend, request, data, thinking, state)
             except UpstreamError as exc:
                 upstream_s += time.perf_counter() - started
                 attempts.append(f"{route}:{exc.status}")
@@ -134,18 +134,20 @@ class Gateway:
         raise self._exhausted(attempts, last_error)
 
     async def _call(self, backend: Backend, request: ChatCompletionRequest, data: dict[str, Any],
-                    thinking: bool) -> tuple[dict[str, Any] | None, AsyncIterator[bytes] | None]:
+                    thinking: bool, state: RequestState | None,
+                    ) -> tuple[dict[str, Any] | None, AsyncIterator[bytes] | None]:
+        request_id = state.request_id if state is not None else None
         upstream = backend.upstream
         adapter = upstream.adapter
         timeouts = backend.timeouts
         if request.stream:
             body = adapter.build_body(data, thinking, stream=True)
-            primed = await prime(upstream, body, timeouts.first_token_s)
+            primed = await prime(upstream, body, timeouts.first_token_s, request_id)
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             return None, client_events(primed, include_usage, self._stream_done(backend))
         if needs_streamed_upstream(adapter.provider, thinking, client_streams=False):
             body = adapter.build_body(data, thinking, stream=True)
-            primed = await prime(upstream, body, timeouts.first_token_s)
+            primed = await prime(upstream, body, timeouts.first_token_s, request_id)
             try:
                 async with asyncio.timeout(timeouts.total_s):
                     return normalize_completion(await assemble(primed)), None
@@ -154,7 +156,7 @@ class Gateway:
             finally:
                 await primed.aclose()
         body = adapter.build_body(data, thinking, stream=False)
-        return normalize_completion(await upstream.complete(body)), None
+        return normalize_completion(await upstream.complete(body, request_id)), None
 
     @staticmethod
     def _stream_done(backend: Backend):

@@ -93,16 +93,16 @@ class SimulatedUpstream:
             await self._error(send, 400, "Invalid JSON body")
             return
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        self.received.append(
-            {"body": body, "authorization": "present" if "authorization" in headers else "absent",
-             "x-request-id": headers.get("x-request-id")}
-        )
+        record = {"body": body, "authorization": "present" if "authorization" in headers else "absent",
+                  "x-request-id": headers.get("x-request-id"), "outcome": "started"}
+        self.received.append(record)
         model = body.get("model", "")
         if not b.serves(model):
             await self._error(send, 404, f"The model `{model}` does not exist.", param="model")
             return
         if b.should_fail():
             self.stats["errors"] += 1
+            record["outcome"] = "error"
             await self._error(send, b.error_status, f"simulated upstream failure ({b.error_status})")
             return
         stream = bool(body.get("stream"))
@@ -114,9 +114,10 @@ class SimulatedUpstream:
             )
             return
         if stream:
-            await self._stream(body, thinking, receive, send)
+            await self._stream(body, thinking, receive, send, record)
         else:
             await self._complete(body, thinking, send)
+            record["outcome"] = "completed"
 
     async def _error(self, send: Any, status: int, message: str, code: str | None = None,
                      param: str | None = None) -> None:
@@ -155,7 +156,9 @@ class SimulatedUpstream:
         await _raw(send, 200, orjson.dumps(result), b"application/json")
         self.stats["completed"] += 1
 
-    async def _stream(self, body: dict[str, Any], thinking: bool, receive: Any, send: Any) -> None:
+    async def _stream(self, body: dict[str, Any], thinking: bool, receive: Any, send: Any,
+                      record: dict[str, Any]) -> None:
+        """Stream the answer; record how it ended: completed, disconnected or cut."""
         b = self.behaviour
         started = time.perf_counter()
         writer = wire.ChunkWriter(body["model"], b.flavour)
@@ -169,6 +172,9 @@ class SimulatedUpstream:
             if b.flavour == "vllm":
                 first["reasoning"] = None
             await self._pace(started, 0)
+            if b.hang_after_tokens == 0:  # stall before anything (vLLM sends the role with token 1)
+                await disconnected.wait()
+                raise _Disconnected
             await self._send_chunk(send, writer.chunk(first), disconnected)
             thoughts = wire.reasoning_tokens(b) if thinking else []
             words, finish = wire.answer_tokens(body, b)
@@ -186,6 +192,7 @@ class SimulatedUpstream:
             for delta in deltas:
                 if sent == b.cut_after_tokens:
                     self.stats["cuts"] += 1
+                    record["outcome"] = "cut"
                     raise ConnectionAbortedError("simulated mid-stream cut")
                 if sent == b.hang_after_tokens:
                     await disconnected.wait()
@@ -199,8 +206,10 @@ class SimulatedUpstream:
                 await self._send_chunk(send, writer.usage_chunk(usage_body), disconnected)
             await send({"type": "http.response.body", "body": wire.DONE, "more_body": False})
             self.stats["completed"] += 1
+            record["outcome"] = "completed"
         except _Disconnected:
             self.stats["disconnects"] += 1
+            record["outcome"] = "disconnected"
         finally:
             watcher.cancel()
 

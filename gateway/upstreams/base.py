@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.upstreams.provider import ProviderAdapter
 
@@ -22,11 +24,11 @@ class Upstream(Protocol):
 
     async def close(self) -> None: ...
 
-    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
         """One chat completion; raise UpstreamError subclasses on failure."""
         ...
 
-    def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    def stream(self, body: dict[str, Any], request_id: str | None = None) -> AsyncIterator[bytes]:
         """SSE data payloads (JSON bytes) up to, not including, [DONE]; raise on a break."""
         ...
 
@@ -37,11 +39,12 @@ class Upstream(Protocol):
 
 @dataclass
 class PrimedStream:
-    first: bytes
+    head: list[bytes]  # payloads up to and including the first one that carries a token
     rest: AsyncIterator[bytes]
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield self.first
+        for payload in self.head:
+            yield payload
         async for payload in self.rest:
             yield payload
 
@@ -49,12 +52,33 @@ class PrimedStream:
         await self.rest.aclose()  # type: ignore[attr-defined]
 
 
-async def prime(upstream: Upstream, body: dict[str, Any], first_token_s: float) -> PrimedStream:
-    """Open the stream and wait for its first payload within `first_token_s`."""
-    events = upstream.stream(body)
+def carries_token(payload: bytes) -> bool:
+    """Does this chunk hold output (text, reasoning, a tool call, a finish or usage), rather
+    than only the opening `role` delta that some servers send before generating anything?"""
+    chunk = orjson.loads(payload)
+    choices = chunk.get("choices")
+    if not choices:
+        return True
+    for choice in choices:
+        delta = choice.get("delta") or {}
+        if choice.get("finish_reason") or delta.get("tool_calls") or any(
+            delta.get(k) for k in ("content", "reasoning_content", "reasoning")
+        ):
+            return True
+    return False
+
+
+async def prime(upstream: Upstream, body: dict[str, Any], first_token_s: float,
+                request_id: str | None = None) -> PrimedStream:
+    """Open the stream and wait, within `first_token_s`, for the first payload with a token."""
+    events = upstream.stream(body, request_id)
+    head: list[bytes] = []
     try:
         async with asyncio.timeout(first_token_s):
-            first = await anext(events)
+            while True:
+                head.append(await anext(events))
+                if carries_token(head[-1]):
+                    break
     except StopAsyncIteration:
         raise UpstreamError("upstream stream ended before its first token",
                             backend=upstream.adapter.backend) from None
@@ -65,4 +89,4 @@ async def prime(upstream: Upstream, body: dict[str, Any], first_token_s: float) 
     except BaseException:
         await events.aclose()  # type: ignore[attr-defined]
         raise
-    return PrimedStream(first, events)
+    return PrimedStream(head, events)

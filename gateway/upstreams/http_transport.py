@@ -77,9 +77,13 @@ class HttpUpstream:
             return UpstreamTimeout(f"{name} timed out", backend=name)
         return UpstreamError(f"connection to {name} broke: {type(exc).__name__}", backend=name)
 
-    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _request_headers(self, request_id: str | None) -> dict[str, str]:
+        return {**self._headers, "x-request-id": request_id} if request_id else self._headers
+
+    async def complete(self, body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
         try:
-            async with self.session.post(self.adapter.url, data=orjson.dumps(body), headers=self._headers,
+            async with self.session.post(self.adapter.url, data=orjson.dumps(body),
+                                         headers=self._request_headers(request_id),
                                          timeout=self._complete_timeout) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
@@ -92,10 +96,11 @@ class HttpUpstream:
             raise UpstreamError(f"{self.adapter.backend} sent a body that is not JSON",
                                 backend=self.adapter.backend) from None
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def stream(self, body: dict[str, Any], request_id: str | None = None) -> AsyncIterator[bytes]:
         resp = None
         try:
-            resp = await self.session.post(self.adapter.url, data=orjson.dumps(body), headers=self._headers,
+            resp = await self.session.post(self.adapter.url, data=orjson.dumps(body),
+                                           headers=self._request_headers(request_id),
                                            timeout=self._stream_timeout)
             if resp.status >= 400:
                 raw = await resp.read()

@@ -32,7 +32,7 @@ class LiteLLMUpstream:
     async def close(self) -> None:
         return None
 
-    def _kwargs(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _kwargs(self, body: dict[str, Any], request_id: str | None) -> dict[str, Any]:
         standard = {k: v for k, v in body.items() if k in self.adapter.supported and k not in _SENT_BY_LITELLM}
         extras = {k: v for k, v in body.items() if k not in self.adapter.supported and k not in _SENT_BY_LITELLM}
         return {
@@ -44,6 +44,7 @@ class LiteLLMUpstream:
             "max_retries": 0,
             "num_retries": 0,
             "extra_body": extras,
+            "extra_headers": {"x-request-id": request_id} if request_id else None,
             **standard,
         }
 
@@ -59,17 +60,17 @@ class LiteLLMUpstream:
         return UpstreamError(f"upstream {name} returned {status}: {message}", backend=name,
                              status=status if status < 500 else 502, retryable=status in self.retry_statuses)
 
-    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
         try:
-            response = await self._litellm.acompletion(stream=False, **self._kwargs(body))
+            response = await self._litellm.acompletion(stream=False, **self._kwargs(body, request_id))
         except Exception as exc:  # LiteLLM raises its own hierarchy; translate all of it here.
             raise self._translate(exc) from None
         return response.model_dump()
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def stream(self, body: dict[str, Any], request_id: str | None = None) -> AsyncIterator[bytes]:
         try:
             response = await self._litellm.acompletion(
-                stream=True, stream_options=body.get("stream_options"), **self._kwargs(body)
+                stream=True, stream_options=body.get("stream_options"), **self._kwargs(body, request_id)
             )
             async for chunk in response:
                 yield orjson.dumps(chunk.model_dump(exclude_none=True))

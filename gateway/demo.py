@@ -1,0 +1,154 @@
+"""`qroute demo`: simulated backends + the gateway, sample queries through the real openai client.
+
+Prints one row per query (complexity score, route, time to first token, total time, tokens,
+cost in CNY), then keeps serving until Ctrl-C unless asked to exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.cost import cost_cny
+from gateway.settings import Settings, load_settings
+
+DEMO_KEY = "sk-qroute-demo"
+
+SAMPLE_QUERIES: list[tuple[str, str, dict[str, Any]]] = [
+    ("What is the capital of France?", "auto", {}),
+    ("华东精工的客服电话是多少？", "auto", {}),
+    ("请比较两家供应商的报价，并说明理由。" * 8, "auto", {}),
+    ("Explain, step by step, how a vLLM server schedules requests with continuous batching, "
+     "and why paged attention matters for throughput. " * 7, "auto", {}),
+    ("分析我们公司过去三年在华东和华南两个区域的销售数据，分别列举增长最快的三个产品线，"
+     "对比它们的毛利率变化，推导出明年的预算分配方案，并说明每一步计算的依据和权衡。" * 6, "auto", {}),
+    ("Summarise this contract clause in one sentence.", "cloud", {}),
+    ("Prove that the square root of 2 is irrational.", "local", {"reasoning_effort": "high"}),
+]
+
+
+@dataclass
+class Row:
+    query: str
+    score: str
+    route: str
+    ttft_s: float
+    total_s: float
+    tokens: int
+    cost: float | None
+    cloud_cost: float | None
+
+
+def _wait_port(host: str, port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {host}:{port} after {timeout_s:.0f} s")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) != 0
+
+
+def _ask(client: Any, query: str, model: str, extra: dict[str, Any], settings: Settings) -> Row:
+    started = time.perf_counter()
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": query}], stream=True,
+        stream_options={"include_usage": True}, extra_body=extra or None,
+    )
+    ttft = None
+    usage: dict[str, Any] | None = None
+    served_model = ""
+    for chunk in raw.parse():
+        served_model = chunk.model or served_model
+        if ttft is None and chunk.choices and (chunk.choices[0].delta.content
+                                               or getattr(chunk.choices[0].delta, "reasoning_content", None)):
+            ttft = time.perf_counter() - started
+        if chunk.usage:
+            usage = chunk.usage.model_dump()
+    total = time.perf_counter() - started
+    cloud_model = settings.backends[settings.routes["cloud"].backend].model
+    return Row(
+        query=query, score=raw.headers.get("x-qroute-score", "?"), route=raw.headers.get("x-qroute-route", "?"),
+        ttft_s=ttft or total, total_s=total, tokens=(usage or {}).get("completion_tokens", 0),
+        cost=cost_cny(settings.price_for(served_model), usage),
+        cloud_cost=cost_cny(settings.price_for(cloud_model), usage),
+    )
+
+
+def _cells(ch: str) -> int:
+    return 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+
+
+def _short(text: str, width: int = 34) -> str:
+    """Cut and pad to `width` terminal cells (CJK characters take two)."""
+    out, used = "", 0
+    for ch in " ".join(text.split()):
+        if used + _cells(ch) > width - 1:
+            out += "…"
+            used += 1
+            break
+        out += ch
+        used += _cells(ch)
+    return out + " " * (width - used)
+
+
+def print_table(rows: list[Row]) -> None:
+    print(f"\n{'query':<36}{'score':>7}  {'route':<12}{'ttft s':>8}{'total s':>9}{'tokens':>8}{'cost CNY':>12}")
+    print("-" * 92)
+    for r in rows:
+        cost = f"{r.cost:.6f}" if r.cost is not None else "n/a"
+        print(f"{_short(r.query, 36)}{r.score:>7}  {r.route:<12}"
+              f"{r.ttft_s:>8.3f}{r.total_s:>9.3f}{r.tokens:>8}{cost:>12}")
+    spent = sum(r.cost or 0.0 for r in rows)
+    all_cloud = sum(r.cloud_cost or 0.0 for r in rows)
+    print("-" * 92)
+    print(f"spent {spent:.6f} CNY; all-cloud would have cost {all_cloud:.6f} CNY "
+          f"(saved {all_cloud - spent:.6f} CNY)")
+
+
+def run_demo(config_path: str, exit_after_table: bool) -> int:
+    from openai import OpenAI
+
+    settings = load_settings(config_path)
+    host, port = settings.server.host, settings.server.port
+    upstream_ports = [8000, 8001]
+    busy = [p for p in [*upstream_ports, port] if not _port_free(host, p)]
+    if busy:
+        print(f"qroute demo: port(s) {busy} on {host} are in use; stop what holds them first.", file=sys.stderr)
+        return 1
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "gateway.cli", "sim"]),
+        subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", config_path]),
+    ]
+    try:
+        for p in [*upstream_ports, port]:
+            _wait_port(host, p)
+        client = OpenAI(base_url=f"http://{host}:{port}/v1", api_key=DEMO_KEY, max_retries=0)
+        rows = [_ask(client, q, model, extra, settings) for q, model, extra in SAMPLE_QUERIES]
+        print_table(rows)
+        if exit_after_table:
+            return 0
+        print(f"\ngateway serving on http://{host}:{port}/v1 (key {DEMO_KEY}); Ctrl-C to stop")
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()

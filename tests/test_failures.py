@@ -1,0 +1,167 @@
+"""Failures before the first token fall back to the other route; failures after it end the
+stream with an error event; a client that leaves cancels the upstream request."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import free_port, user
+
+
+def _sse_frames(response: httpx.Response) -> list[str]:
+    return [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+def test_retryable_status_falls_back_to_cloud(gateway, local_sim, cloud_sim, status):
+    local_sim[0].behaviour.update({"fail_next": 1, "error_status": status})
+    raw = gateway.client.chat.completions.with_raw_response.create(model="local", messages=user())
+    assert raw.parse().model == "qwen3-235b-a22b"
+    assert raw.headers["x-qroute-route"] == "cloud"
+    assert raw.headers["x-qroute-attempts"] == f"local:{502 if status >= 500 else status},cloud:ok"
+    assert local_sim[0].stats["errors"] == 1 and cloud_sim[0].stats["completed"] == 1
+
+
+def test_streaming_falls_back_before_first_token(gateway, local_sim):
+    local_sim[0].behaviour.update({"fail_next": 1})
+    raw = gateway.client.chat.completions.with_raw_response.create(model="local", messages=user(), stream=True)
+    chunks = list(raw.parse())
+    assert raw.headers["x-qroute-route"] == "cloud"
+    assert chunks[0].model == "qwen3-235b-a22b"
+
+
+def test_first_token_timeout_falls_back(gateway, local_sim):
+    local_sim[0].behaviour.update({"ttft_s": 5.0})  # gateway's first_token_s is 1.0 in tests
+    started = time.perf_counter()
+    raw = gateway.client.chat.completions.with_raw_response.create(model="local", messages=user(), stream=True)
+    list(raw.parse())
+    assert raw.headers["x-qroute-route"] == "cloud"
+    assert raw.headers["x-qroute-attempts"] == "local:504,cloud:ok"
+    assert time.perf_counter() - started < 3.0
+
+
+def test_non_streaming_timeout_falls_back(make_gateway, local_sim):
+    gw = make_gateway(backends={"vllm-local": {
+        "provider": "hosted_vllm", "model": "Qwen/Qwen3-8B", "api_base": f"{local_sim[1].base}/v1",
+        "timeouts": {"connect_s": 0.5, "first_token_s": 1, "idle_s": 1, "total_s": 0.5}}})
+    local_sim[0].behaviour.update({"ttft_s": 3.0})
+    raw = gw.client.chat.completions.with_raw_response.create(model="local", messages=user())
+    assert raw.headers["x-qroute-attempts"] == "local:504,cloud:ok"
+
+
+def test_hang_before_first_token_falls_back(gateway, local_sim):
+    local_sim[0].behaviour.update({"hang_after_tokens": 0})
+    raw = gateway.client.chat.completions.with_raw_response.create(model="local", messages=user(), stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    assert raw.headers["x-qroute-route"] == "cloud"
+
+
+def test_connection_refused_falls_back_within_50ms(make_gateway):
+    dead = free_port()
+    gw = make_gateway(backends={"vllm-local": {
+        "provider": "hosted_vllm", "model": "Qwen/Qwen3-8B", "api_base": f"http://127.0.0.1:{dead}/v1"}})
+    gw.client.chat.completions.create(model="cloud", messages=user())  # warm the cloud connection
+    started = time.perf_counter()
+    raw = gw.client.chat.completions.with_raw_response.create(model="local", messages=user())
+    elapsed = time.perf_counter() - started
+    assert raw.headers["x-qroute-attempts"] == "local:503,cloud:ok"
+    # Zero-delay simulator: the whole request, refused attempt and fallback included, is fast;
+    # in particular no backoff sleep sits between the two attempts.
+    assert elapsed < 0.25
+
+
+def test_non_retryable_upstream_error_is_returned_not_retried(gateway, local_sim, cloud_sim):
+    local_sim[0].behaviour.update({"fail_next": 1, "error_status": 400})
+    with pytest.raises(openai.BadRequestError) as info:
+        gateway.client.chat.completions.create(model="local", messages=user())
+    assert info.value.body["message"].startswith("upstream vllm-local returned 400")
+    assert cloud_sim[0].stats["requests"] == 0
+
+
+def test_all_routes_failing_gives_502_in_openai_shape(gateway, local_sim, cloud_sim):
+    local_sim[0].behaviour.update({"fail_next": 1})
+    cloud_sim[0].behaviour.update({"fail_next": 1})
+    r = gateway.http.post("/v1/chat/completions", json={"model": "local", "messages": user()})
+    assert r.status_code == 502
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert "attempts: local:502, cloud:502" in err["message"]
+    assert r.headers["x-qroute-route"] == "local"
+
+
+def test_mid_stream_cut_ends_with_error_event_then_done(gateway, local_sim):
+    local_sim[0].behaviour.update({"cut_after_tokens": 5})
+    with gateway.http.stream("POST", "/v1/chat/completions",
+                             json={"model": "local", "messages": user(), "stream": True}) as r:
+        assert r.status_code == 200
+        frames = _sse_frames(r)
+    assert frames[-1] == "[DONE]"
+    assert '"error"' in frames[-2] and "broke" in frames[-2]
+    assert sum('"content"' in f for f in frames[:-2]) == 6  # role chunk + 5 tokens
+
+
+def test_mid_stream_cut_raises_in_the_sdk_not_a_hang(gateway, local_sim):
+    local_sim[0].behaviour.update({"cut_after_tokens": 3})
+    stream = gateway.client.chat.completions.create(model="local", messages=user(), stream=True)
+    with pytest.raises(openai.APIError):
+        for _ in stream:
+            pass
+
+
+def test_mid_stream_hang_ends_with_error_after_idle_timeout(gateway, local_sim):
+    local_sim[0].behaviour.update({"hang_after_tokens": 4})
+    started = time.perf_counter()
+    with gateway.http.stream("POST", "/v1/chat/completions",
+                             json={"model": "local", "messages": user(), "stream": True}) as r:
+        frames = _sse_frames(r)
+    assert frames[-1] == "[DONE]" and "timed out" in frames[-2]
+    assert 0.9 < time.perf_counter() - started < 3.0  # idle_s is 1.0 in tests
+
+
+def _upstream_outcome(sim, request_id: str, wait_s: float) -> str:
+    """How the upstream request forwarded with this x-request-id ended, once it has."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = [r for r in list(sim.received) if r["x-request-id"] == request_id]
+        if (records and records[-1]["outcome"] != "started") or time.monotonic() > deadline:
+            return records[-1]["outcome"] if records else "missing"
+        time.sleep(0.02)
+
+
+def test_client_disconnect_cancels_upstream(gateway, local_sim):
+    local_sim[0].behaviour.update({"tokens_per_s": 50.0, "output_tokens": 500})  # a 10 s answer
+    with gateway.http.stream("POST", "/v1/chat/completions", headers={"x-request-id": "leave-early"},
+                             json={"model": "local", "messages": user(), "stream": True}) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i > 6:
+                break
+    assert _upstream_outcome(local_sim[0], "leave-early", wait_s=3) == "disconnected"
+
+
+def test_client_disconnect_while_upstream_is_silent_cancels_upstream(gateway, local_sim):
+    local_sim[0].behaviour.update({"hang_after_tokens": 2})
+    with gateway.http.stream("POST", "/v1/chat/completions", headers={"x-request-id": "leave-silent"},
+                             json={"model": "local", "messages": user(), "stream": True}) as r:
+        next(r.iter_lines())
+    # Well before the gateway's own 1 s idle timeout would have closed it.
+    assert _upstream_outcome(local_sim[0], "leave-silent", wait_s=0.6) == "disconnected"
+
+
+def test_circuit_breaker_opens_then_probes(make_gateway, local_sim, cloud_sim):
+    gw = make_gateway(breaker={"failure_threshold": 2, "reset_after_s": 0.3})
+    local_sim[0].behaviour.update({"fail_next": 2})
+    for _ in range(2):
+        gw.client.chat.completions.create(model="local", messages=user())
+    ready = gw.http.get("/readyz").json()
+    assert ready["upstreams"]["vllm-local"]["breaker"] == "open"
+    raw = gw.client.chat.completions.with_raw_response.create(model="local", messages=user())
+    assert raw.headers["x-qroute-attempts"] == "local:circuit_open,cloud:ok"
+    assert local_sim[0].stats["requests"] == 2  # the open breaker kept the third request away
+    time.sleep(0.35)
+    raw = gw.client.chat.completions.with_raw_response.create(model="local", messages=user())
+    assert raw.headers["x-qroute-attempts"] == "local:ok"  # the half-open probe succeeded
+    assert gw.http.get("/readyz").json()["upstreams"]["vllm-local"]["breaker"] == "closed"
