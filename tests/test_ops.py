@@ -1,0 +1,45 @@
+"""GET /v1/models, /healthz and /readyz."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import free_port
+
+
+def test_models_list_in_openai_shape(gateway):
+    models = gateway.client.models.list()
+    ids = [m.id for m in models.data]
+    assert ids[:4] == ["auto", "local", "local-think", "cloud"]
+    assert "Qwen/Qwen3-8B" in ids and "qwen3-235b-a22b" in ids
+    assert all(m.object == "model" and m.owned_by == "qroute" for m in models.data)
+
+
+def test_healthz_needs_no_key(gateway):
+    r = httpx.get(f"{gateway.base}/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+def test_readyz_reports_each_upstream(gateway):
+    r = httpx.get(f"{gateway.base}/readyz")
+    body = r.json()
+    assert r.status_code == 200 and body["ready"] is True
+    assert body["upstreams"]["vllm-local"] == {
+        "reachable": True, "breaker": "closed", "consecutive_failures": 0,
+        "model": "Qwen/Qwen3-8B", "api_base": body["upstreams"]["vllm-local"]["api_base"],
+    }
+    assert "api_key" not in r.text
+
+
+def test_readyz_is_503_when_no_upstream_answers(make_gateway):
+    dead = [free_port(), free_port()]
+    gw = make_gateway(backends={
+        "vllm-local": {"provider": "hosted_vllm", "model": "Qwen/Qwen3-8B", "api_base": f"http://127.0.0.1:{dead[0]}/v1"},
+        "dashscope": {"provider": "dashscope", "model": "qwen3-235b-a22b",
+                      "api_base": f"http://127.0.0.1:{dead[1]}/v1"},
+    })
+    r = httpx.get(f"{gw.base}/readyz")
+    assert r.status_code == 503
+    assert {u["reachable"] for u in r.json()["upstreams"].values()} == {False}
+    r = gw.http.post("/v1/chat/completions", json={"model": "local", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "upstream_unavailable"
