@@ -1,0 +1,314 @@
+"""Gateway overhead, side by side in one run on loopback.
+
+Targets, all in front of the same zero-delay simulator (`qroute sim --zero-delay`):
+  direct          the simulated vLLM itself (the baseline)
+  qroute          `qroute serve`, direct transport (the default)
+  qroute-litellm  `qroute serve` with `transport: litellm` (litellm.acompletion per call)
+  litellm-proxy   LiteLLM's own proxy (`litellm --config`), the peer users would otherwise pick
+
+Sequential requests are interleaved across targets (one each, round after round) so machine
+noise hits all of them alike; added latency is a target's percentile minus direct's. Then each
+target gets the same number of requests from 50 concurrent clients: requests per second.
+
+Run: `make bench` (or `.venv/bin/python benchmarks/overhead.py`). Writes
+benchmarks/results/overhead.json and overhead.md and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+KEY = "sk-bench"
+MESSAGES = [{"role": "user", "content": "Summarise the benefits of continuous batching in two sentences."}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float = 90.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception), urllib.request.urlopen(url, timeout=1) as resp:
+            if resp.status < 500:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up in {timeout_s:.0f} s")
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    model: str
+    headers: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def body(self, stream: bool) -> bytes:
+        payload = {"model": self.model, "messages": MESSAGES, "stream": stream, "max_tokens": 64, **self.extra}
+        if stream:
+            payload["stream_options"] = {"include_usage": True}
+        return json.dumps(payload).encode()
+
+
+@dataclass
+class Sample:
+    latency_ms: float
+    ttft_ms: float | None
+    overhead_ms: float | None
+
+
+async def one_request(session: aiohttp.ClientSession, target: Target, stream: bool) -> Sample:
+    started = time.perf_counter()
+    ttft = None
+    async with session.post(target.url, data=target.body(stream),
+                            headers={"content-type": "application/json", **target.headers}) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"{target.name}: HTTP {resp.status}: {(await resp.read())[:200]!r}")
+        if stream:
+            async for line in resp.content:
+                if ttft is None and line.startswith(b"data: {") and b'"content":"' in line \
+                        and b'"content":""' not in line:
+                    ttft = (time.perf_counter() - started) * 1000
+        else:
+            await resp.read()
+        own = resp.headers.get("x-qroute-overhead-ms")
+    return Sample((time.perf_counter() - started) * 1000, ttft, float(own) if own else None)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def sequential(targets: list[Target], n: int, warmup: int, stream: bool) -> dict[str, list[Sample]]:
+    out: dict[str, list[Sample]] = {t.name: [] for t in targets}
+    async with aiohttp.ClientSession() as session:
+        for i in range(warmup + n):
+            for target in targets:
+                sample = await one_request(session, target, stream)
+                if i >= warmup:
+                    out[target.name].append(sample)
+    return out
+
+
+async def concurrent(target: Target, total: int, concurrency: int, stream: bool) -> tuple[float, list[Sample]]:
+    samples: list[Sample] = []
+    remaining = total
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(one_request(session, target, stream) for _ in range(concurrency)))  # warm
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                samples.append(await one_request(session, target, stream))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return len(samples) / elapsed, samples
+
+
+class Stack:
+    """The processes under test; all stopped on exit."""
+
+    def __init__(self, workdir: Path, with_proxy: bool) -> None:
+        self.workdir = workdir
+        self.with_proxy = with_proxy
+        self.procs: list[subprocess.Popen] = []
+        self.local_port, self.cloud_port = free_port(), free_port()
+        self.qroute_port, self.qroute_litellm_port, self.proxy_port = free_port(), free_port(), free_port()
+
+    def _spawn(self, args: list[str], log: str, env: dict[str, str] | None = None) -> None:
+        out = open(self.workdir / log, "wb")  # noqa: SIM115 - closed with the process
+        self.procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                           env={**os.environ, **(env or {})}))
+
+    def _qroute_config(self, transport: str) -> Path:
+        cfg = yaml.safe_load((ROOT / "deploy" / "qroute.example.yaml").read_text())
+        cfg["auth"] = {"api_keys": [KEY], "api_keys_env": None}
+        cfg["server"]["log_level"] = "warning"
+        for name, port in (("vllm-local", self.local_port), ("dashscope", self.cloud_port)):
+            cfg["backends"][name]["api_base"] = f"http://127.0.0.1:{port}/v1"
+            cfg["backends"][name]["transport"] = transport
+        path = self.workdir / f"qroute-{transport}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    def _proxy_config(self) -> Path:
+        cfg = {
+            "model_list": [
+                {"model_name": "local", "litellm_params": {
+                    "model": "hosted_vllm/Qwen/Qwen3-8B", "api_base": f"http://127.0.0.1:{self.local_port}/v1",
+                    "extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}},
+            ],
+            "litellm_settings": {"num_retries": 0, "request_timeout": 60, "drop_params": True},
+            "general_settings": {"master_key": KEY},
+        }
+        path = self.workdir / "litellm-proxy.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    def start(self) -> None:
+        bin_dir = Path(sys.executable).parent
+        qroute = str(bin_dir / "qroute")
+        self._spawn([qroute, "sim", "--zero-delay", "--local-port", str(self.local_port),
+                     "--cloud-port", str(self.cloud_port)], "sim.log")
+        self._spawn([qroute, "serve", "--config", str(self._qroute_config("direct")),
+                     "--port", str(self.qroute_port)], "qroute.log")
+        self._spawn([qroute, "serve", "--config", str(self._qroute_config("litellm")),
+                     "--port", str(self.qroute_litellm_port)], "qroute-litellm.log")
+        if self.with_proxy:
+            litellm_cli = shutil.which("litellm", path=str(bin_dir)) or "litellm"
+            self._spawn([litellm_cli, "--config", str(self._proxy_config()), "--host", "127.0.0.1",
+                         "--port", str(self.proxy_port), "--num_workers", "1"], "litellm-proxy.log",
+                        env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"})
+        wait_http(f"http://127.0.0.1:{self.local_port}/health")
+        wait_http(f"http://127.0.0.1:{self.qroute_port}/healthz")
+        wait_http(f"http://127.0.0.1:{self.qroute_litellm_port}/healthz")
+        if self.with_proxy:
+            wait_http(f"http://127.0.0.1:{self.proxy_port}/health/liveliness", timeout_s=180)
+
+    def targets(self) -> list[Target]:
+        auth = {"authorization": f"Bearer {KEY}"}
+        out = [
+            Target("direct", f"http://127.0.0.1:{self.local_port}/v1/chat/completions", "Qwen/Qwen3-8B",
+                   extra={"chat_template_kwargs": {"enable_thinking": False}}),
+            Target("qroute", f"http://127.0.0.1:{self.qroute_port}/v1/chat/completions", "local", auth),
+            Target("qroute-litellm", f"http://127.0.0.1:{self.qroute_litellm_port}/v1/chat/completions",
+                   "local", auth),
+        ]
+        if self.with_proxy:
+            out.append(Target("litellm-proxy", f"http://127.0.0.1:{self.proxy_port}/v1/chat/completions",
+                              "local", auth))
+        return out
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def summarise(seq: dict[str, list[Sample]], conc: dict[str, tuple[float, list[Sample]]]) -> dict[str, Any]:
+    base = seq["direct"]
+    base50 = pct([s.latency_ms for s in base], 50)
+    base99 = pct([s.latency_ms for s in base], 99)
+    rows = {}
+    for name, samples in seq.items():
+        lat = [s.latency_ms for s in samples]
+        own = [s.overhead_ms for s in samples if s.overhead_ms is not None]
+        rps, csamples = conc[name]
+        clat = [s.latency_ms for s in csamples]
+        rows[name] = {
+            "seq_p50_ms": pct(lat, 50), "seq_p99_ms": pct(lat, 99),
+            "added_p50_ms": pct(lat, 50) - base50, "added_p99_ms": pct(lat, 99) - base99,
+            "self_reported_overhead_p50_ms": pct(own, 50) if own else None,
+            "self_reported_overhead_p99_ms": pct(own, 99) if own else None,
+            "c50_rps": rps, "c50_p50_ms": pct(clat, 50), "c50_p99_ms": pct(clat, 99),
+        }
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = []
+    for mode in ("non-streaming", "streaming"):
+        rows = results[mode]
+        proxy_rps = rows.get("litellm-proxy", {}).get("c50_rps")
+        lines += [f"**{mode}** ({results['sequential_requests']} sequential requests per target, interleaved; "
+                  f"{results['concurrent_requests']} at {results['concurrency']} concurrent)", "",
+                  "| target | added p50 ms | added p99 ms | own overhead p50/p99 ms | req/s @50 | "
+                  "p50/p99 ms @50 | req/s vs LiteLLM proxy |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, r in rows.items():
+            own = (f"{r['self_reported_overhead_p50_ms']:.3f} / {r['self_reported_overhead_p99_ms']:.3f}"
+                   if r["self_reported_overhead_p50_ms"] is not None else "–")
+            added = ("baseline", "baseline") if name == "direct" else (f"{r['added_p50_ms']:.2f}",
+                                                                        f"{r['added_p99_ms']:.2f}")
+            ratio = f"{r['c50_rps'] / proxy_rps:.1f}×" if proxy_rps else "–"
+            lines.append(f"| {name} | {added[0]} | {added[1]} | {own} | {r['c50_rps']:.0f} | "
+                         f"{r['c50_p50_ms']:.1f} / {r['c50_p99_ms']:.1f} | {ratio} |")
+        lines.append("")
+    lines.append(f"Machine: {results['machine']}. Simulator with zero delay and 48-token answers.")
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+    targets = stack.targets()
+    results: dict[str, Any] = {
+        "sequential_requests": args.requests, "concurrent_requests": args.concurrent_requests,
+        "concurrency": args.concurrency,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    }
+    for mode, stream in (("non-streaming", False), ("streaming", True)):
+        print(f"[{mode}] sequential ...", flush=True)
+        seq = await sequential(targets, args.requests, args.warmup, stream)
+        conc = {}
+        for target in targets:
+            print(f"[{mode}] {args.concurrency} concurrent -> {target.name} ...", flush=True)
+            conc[target.name] = await concurrent(target, args.concurrent_requests, args.concurrency, stream)
+        results[mode] = summarise(seq, conc)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=300, help="sequential requests per target")
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--concurrent-requests", type=int, default=2000)
+    parser.add_argument("--no-litellm-proxy", action="store_true", help="skip LiteLLM's proxy")
+    parser.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="qroute-bench-") as tmp:
+        stack = Stack(Path(tmp), with_proxy=not args.no_litellm_proxy)
+        try:
+            stack.start()
+            results = asyncio.run(run(args, stack))
+        except Exception:
+            for log in Path(tmp).glob("*.log"):
+                print(f"--- {log.name} (tail) ---\n{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
+            raise
+        finally:
+            stack.stop()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    args.out.with_suffix(".md").write_text(table + "\n")
+    print("\n" + table)
+    qr = results["non-streaming"]["qroute"]
+    print(f"\nqroute non-streaming added latency p50 {qr['added_p50_ms']:.2f} ms (target <= 1.5), "
+          f"p99 {qr['added_p99_ms']:.2f} ms (target <= 5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
