@@ -141,11 +141,13 @@ class Stack:
         self.workdir = workdir
         self.with_proxy = with_proxy
         self.procs: list[subprocess.Popen] = []
+        self.logs: list[Any] = []
         self.local_port, self.cloud_port = free_port(), free_port()
         self.qroute_port, self.qroute_litellm_port, self.proxy_port = free_port(), free_port(), free_port()
 
     def _spawn(self, args: list[str], log: str, env: dict[str, str] | None = None) -> None:
-        out = open(self.workdir / log, "wb")  # noqa: SIM115 - closed with the process
+        out = open(self.workdir / log, "wb")
+        self.logs.append(out)
         self.procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                            env={**os.environ, **(env or {})}))
 
@@ -216,6 +218,8 @@ class Stack:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        for log in self.logs:
+            log.close()
 
 
 def summarise(seq: dict[str, list[Sample]], conc: dict[str, tuple[float, list[Sample]]]) -> dict[str, Any]:

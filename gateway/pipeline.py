@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.aggregate import assemble
@@ -20,7 +20,7 @@ from gateway.cost import cost_cny
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.protocol import ChatCompletionRequest
 from gateway.routing import RouteDecision, RouteResolver, build_scorer
-from gateway.settings import Settings
+from gateway.settings import Settings, Timeouts
 from gateway.streaming import client_events
 from gateway.upstreams.base import Upstream, prime
 from gateway.upstreams.breaker import CircuitBreaker
@@ -48,7 +48,7 @@ class ChatOutcome:
 class Backend:
     upstream: Upstream
     breaker: CircuitBreaker
-    timeouts: Any = field(repr=False, default=None)
+    timeouts: Timeouts
 
 
 def build_backends(settings: Settings) -> dict[str, Backend]:

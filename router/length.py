@@ -11,6 +11,8 @@ from typing import Any
 from router.base import message_text
 
 _SATURATION_TOKENS = 600.0
+# Past this many characters every text saturates, so longer prompts cost no more to score.
+_MAX_CHARS = 4 * int(_SATURATION_TOKENS) + 1
 
 
 def approx_tokens(text: str) -> float:
@@ -22,4 +24,4 @@ class LengthScorer:
     name = "length"
 
     def score(self, messages: list[dict[str, Any]]) -> float:
-        return min(1.0, approx_tokens(message_text(messages)) / _SATURATION_TOKENS)
+        return min(1.0, approx_tokens(message_text(messages)[:_MAX_CHARS]) / _SATURATION_TOKENS)

@@ -93,3 +93,14 @@ def test_normalize_chunk_only_touches_reasoning():
     assert normalize_chunk(plain) is plain
     out = orjson.loads(normalize_chunk(b'{"choices":[{"delta":{"reasoning":"hm","content":null}}]}'))
     assert out["choices"][0]["delta"] == {"reasoning_content": "hm", "content": None}
+
+
+
+def test_length_scorer_reads_only_a_bounded_prefix():
+    """Scoring cost must not grow with the prompt: text past the saturation point is never read."""
+    from router import length
+
+    s = LengthScorer()
+    assert s.score([{"role": "user", "content": "a" * 100_000 + "字" * 100_000}]) == 1.0
+    # The prefix it reads already saturates for any text, CJK or not.
+    assert length.approx_tokens("a" * length._MAX_CHARS) / length._SATURATION_TOKENS >= 1.0
