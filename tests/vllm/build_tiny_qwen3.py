@@ -61,7 +61,14 @@ def build(out: Path) -> None:
         tie_word_embeddings=True, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.pad_token_id, torch_dtype="float32",
     )
-    Qwen3ForCausalLM(config).save_pretrained(out)
+    model = Qwen3ForCausalLM(config)
+    # Random weights happen to favour </think> at every step; with tied embeddings, zero rows
+    # give the special tokens a logit of 0, below the best ordinary token, so greedy output is
+    # ordinary text and the reasoning/content split depends only on the chat template.
+    with torch.no_grad():
+        for token in SPECIAL:
+            model.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids(token)].zero_()
+    model.save_pretrained(out)
     print(f"tiny Qwen3 written to {out} (vocab {len(tokenizer)})")
 
 
