@@ -139,9 +139,11 @@ def run_demo(config_path: str, exit_after_table: bool) -> int:
         print_table(rows)
         if exit_after_table:
             return 0
-        print(f"\ngateway serving on http://{host}:{port}/v1 (key {DEMO_KEY}); Ctrl-C to stop")
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        return 0
+        print(f"\ngateway serving on http://{host}:{port}/v1 (key {DEMO_KEY}); Ctrl-C to stop", flush=True)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop on TERM as on Ctrl-C
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        return 1  # a child died: say so through the exit status
     except KeyboardInterrupt:
         return 0
     finally:
