@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench test-vllm clean
+.PHONY: setup demo test lint bench bench-router train-router test-vllm clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/overhead.py
+
+bench-router: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/router_eval.py
+
+# Rebuild the bundled router model from the shared labelled data.
+train-router: $(STAMP)
+	$(BIN)/qroute route train --out router/artifacts/complexity.json.gz \
+	  --data ../shared/data/router/mmlu_gpt4_vs_mixtral.jsonl ../shared/data/router/routerarena_gemini_vs_haiku.jsonl
 
 test-vllm:
 	bash tests/vllm/run.sh

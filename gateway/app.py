@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from gateway.api import chat, ops
+from gateway.api import admin, chat, ops
 from gateway.context import headers_for, request_state
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.pipeline import Gateway
@@ -38,11 +38,13 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app = FastAPI(title="qroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gw
     app.state.client_keys = settings.client_keys()
+    app.state.admin_keys = settings.admin_keys()
     if not app.state.client_keys:
         log.warning("no client API keys configured: /v1 is open to anyone who can reach %s:%d",
                     settings.server.host, settings.server.port)
     app.include_router(chat.router)
     app.include_router(ops.router)
+    app.include_router(admin.router)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:

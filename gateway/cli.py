@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="vLLM >= 0.11 sends 'reasoning' (default); older versions 'reasoning_content'")
     sim.set_defaults(func=_sim)
 
+    from router.cli import add_route_parser
+
+    add_route_parser(sub)
+
     demo = sub.add_parser("demo", help="start simulators and gateway, send sample queries, print a table")
     demo.add_argument("--config", default="deploy/qroute.demo.yaml")
     demo.add_argument("--exit", action="store_true", help="exit after the table (also DEMO_EXIT=1)")

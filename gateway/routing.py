@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import ModelNotFound
+from gateway.router_state import ThresholdStore
 from gateway.settings import ROUTE_NAMES, Settings
 from router.base import Scorer
 from router.decide import Thresholds, decide
@@ -23,13 +24,21 @@ class RouteDecision:
 
 
 def build_scorer(settings: Settings) -> Scorer:
-    return LengthScorer()
+    if settings.router.scorer == "length":
+        return LengthScorer()
+    from router.learned import LearnedScorer
+
+    return LearnedScorer.from_paths(settings.router.model_path, settings.router.domain_dictionary)
+
+
+_TIER_REASON = {"local": "below_t1", "local-think": "between_t1_t2", "cloud": "above_t2"}
 
 
 class RouteResolver:
     def __init__(self, settings: Settings, scorer: Scorer) -> None:
         self.scorer = scorer
-        self.thresholds = Thresholds(settings.router.t1, settings.router.t2)
+        self.thresholds = ThresholdStore(Thresholds(settings.router.t1, settings.router.t2),
+                                         settings.router.state_file)
         self._by_model: dict[str, str] = {}
         for route in ROUTE_NAMES:  # first route naming a model wins: "Qwen/Qwen3-8B" -> local
             model = settings.backends[settings.routes[route].backend].model
@@ -44,8 +53,8 @@ class RouteResolver:
                                 f"{list(ROUTE_NAMES)} or a configured model id.", param="model")
         score = self.scorer.score(messages)
         if model == AUTO:
-            route = decide(score, self.thresholds)
-            return RouteDecision(route, score, f"auto:{self.scorer.name}")
+            route = decide(score, self.thresholds.current)
+            return RouteDecision(route, score, f"auto:{self.scorer.name}:{_TIER_REASON[route]}")
         if model in ROUTE_NAMES:
             return RouteDecision(model, score, "pinned:route")
         return RouteDecision(self._by_model[model], score, "pinned:model")

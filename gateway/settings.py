@@ -37,6 +37,7 @@ class AuthConfig(Strict):
 
     api_keys: list[SecretStr] = Field(default_factory=list)
     api_keys_env: str | None = "QROUTE_API_KEYS"
+    admin_keys: list[SecretStr] = Field(default_factory=list)
     admin_keys_env: str | None = "QROUTE_ADMIN_KEYS"
 
 
@@ -92,9 +93,16 @@ class Price(Strict):
 
 
 class RouterConfig(Strict):
-    scorer: Literal["length"] = "length"
-    t1: float = Field(0.35, ge=0, le=1)
-    t2: float = Field(0.7, ge=0, le=1)
+    """Scores are the share of training requests a request is more complex than, so the defaults
+    send about 20% of training-like traffic to the cloud and 20% to local thinking."""
+
+    scorer: Literal["learned", "length"] = "learned"
+    model_path: str | None = None  # None: the model bundled with qroute
+    domain_dictionary: str | None = None  # jieba user dictionary of company/product/domain terms
+    t1: float = Field(0.6, ge=0, le=1)
+    t2: float = Field(0.8, ge=0, le=1)
+    # Threshold changes made through PUT /admin/router are kept here and win over t1/t2 at start.
+    state_file: str | None = ".qroute/router-state.json"
 
     @model_validator(mode="after")
     def _ordered(self) -> RouterConfig:
@@ -146,7 +154,8 @@ class Settings(BaseSettings):
         return frozenset(k for k in keys if k)
 
     def admin_keys(self) -> frozenset[str]:
-        return frozenset(_keys_from_env(self.auth.admin_keys_env))
+        keys = {k.get_secret_value() for k in self.auth.admin_keys} | _keys_from_env(self.auth.admin_keys_env)
+        return frozenset(k for k in keys if k)
 
     def price_for(self, model: str) -> Price | None:
         return self.prices.get(model)

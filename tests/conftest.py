@@ -23,6 +23,7 @@ from simulator.app import SimulatedUpstream
 from simulator.behaviour import Behaviour
 
 CLIENT_KEY = "sk-test-client"
+ADMIN_KEY = "sk-test-admin"
 
 
 def free_port() -> int:
@@ -88,7 +89,7 @@ def reset_sims(request: pytest.FixtureRequest) -> None:
             sim.stats = dict.fromkeys(sim.stats, 0)
 
 
-def config_dict(local_base: str, cloud_base: str, **overrides: Any) -> dict[str, Any]:
+def config_dict(local_base: str, cloud_base: str, state_file: str | None = None, **overrides: Any) -> dict[str, Any]:
     timeouts = {"connect_s": 0.5, "first_token_s": 1.0, "idle_s": 1.0, "total_s": 10}
     cfg: dict[str, Any] = {
         "auth": {"api_keys": [CLIENT_KEY], "api_keys_env": None},
@@ -106,6 +107,7 @@ def config_dict(local_base: str, cloud_base: str, **overrides: Any) -> dict[str,
         },
         "breaker": {"failure_threshold": 1000, "reset_after_s": 10},
         "prices": {"Qwen/Qwen3-8B": {"input": 0, "output": 0}, "qwen3-235b-a22b": {"input": 4, "output": 8}},
+        "router": {"state_file": state_file},
     }
     for key, value in overrides.items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
@@ -142,6 +144,7 @@ def start_gateway(settings: Settings) -> tuple[ServerThread, RunningGateway]:
 def gateway(local_sim, cloud_sim, tmp_path_factory, monkeypatch_session) -> Iterator[RunningGateway]:
     monkeypatch_session.setenv("QROUTE_TEST_DASHSCOPE_KEY", "sk-upstream-secret-123")
     settings = settings_from(tmp_path_factory.mktemp("cfg"), config_dict(local_sim[1].base, cloud_sim[1].base))
+    monkeypatch_session.setenv("QROUTE_ADMIN_KEYS", ADMIN_KEY)
     server, running = start_gateway(settings)
     yield running
     running.close()

@@ -1,0 +1,49 @@
+"""Routing thresholds that ops change at run time: validated, logged, kept on disk so they
+survive a restart. (Sharing them across replicas through Redis comes with observability.)"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from router.decide import Thresholds
+
+log = logging.getLogger("qroute.router")
+
+
+class ThresholdStore:
+    def __init__(self, initial: Thresholds, state_file: str | None) -> None:
+        self.path = Path(state_file) if state_file else None
+        self.current = initial
+        stored = self._read()
+        if stored is not None and stored != initial:
+            log.warning("router thresholds t1=%.4f t2=%.4f from %s override the config's t1=%.4f t2=%.4f",
+                        stored.t1, stored.t2, self.path, initial.t1, initial.t2)
+            self.current = stored
+
+    def _read(self) -> Thresholds | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return Thresholds(float(data["t1"]), float(data["t2"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("ignoring unreadable router state %s: %s", self.path, exc)
+            return None
+
+    def update(self, new: Thresholds, who: str) -> Thresholds:
+        """Persist first (atomically), then switch: a change that cannot be kept is not made."""
+        old = self.current
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".router-state-")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"t1": new.t1, "t2": new.t2}, fh)
+            os.replace(tmp, self.path)
+        self.current = new
+        log.warning("router thresholds changed by %s: t1 %.4f -> %.4f, t2 %.4f -> %.4f",
+                    who, old.t1, new.t1, old.t2, new.t2)
+        return new

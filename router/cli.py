@@ -1,0 +1,166 @@
+"""`qroute route score | explain | calibrate | train`. Flags and JSON-lines formats are contracts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from router.calibrate import share_above, threshold_for_share
+from router.decide import Thresholds, decide
+
+
+def _thresholds(config: str | None) -> tuple[Thresholds, Any]:
+    from gateway.settings import RouterConfig, load_settings
+
+    router_cfg = load_settings(config).router if config else RouterConfig()
+    return Thresholds(router_cfg.t1, router_cfg.t2), router_cfg
+
+
+def _scorer(args: argparse.Namespace, router_cfg: Any):
+    from router.learned import LearnedScorer
+
+    return LearnedScorer.from_paths(args.model or router_cfg.model_path, router_cfg.domain_dictionary)
+
+
+def _read_jsonl(stream) -> Any:
+    for n, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            print(f"qroute route: line {n}: not a JSON object ({exc}); skipped", file=sys.stderr)
+            continue
+        yield row
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    thresholds, router_cfg = _thresholds(args.config)
+    scorer = _scorer(args, router_cfg)
+    out = sys.stdout
+    for row in _read_jsonl(sys.stdin):
+        score = scorer.score(row.get("messages") or [])
+        out.write(json.dumps({"id": row.get("id"), "score": round(score, 6), "route": decide(score, thresholds)},
+                             ensure_ascii=False) + "\n")
+    out.flush()
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    thresholds, router_cfg = _thresholds(args.config)
+    scorer = _scorer(args, router_cfg)
+    score, contributions, grams = scorer.explain([{"role": "user", "content": args.text}])
+    route = decide(score, thresholds)
+    print(f"score {score:.3f} -> route {route}  (t1 {thresholds.t1:.3f}, t2 {thresholds.t2:.3f})")
+    print("  the score is the share of the training requests this one is more complex than")
+    moved = sorted((c for c in contributions if abs(c.logit) >= 0.01), key=lambda c: -abs(c.logit))[: args.top]
+    if not moved:
+        print("  no feature moved it: it scores like an average request")
+    for c in moved:
+        direction = "towards the cloud" if c.logit > 0 else "towards local"
+        print(f"  {c.logit:+.2f}  {c.words}: {direction}")
+    if grams:
+        shown = ", ".join(f"{g!r} {w:+.2f}" for g, w in grams[:5])
+        print(f"  wording that weighed most: {shown}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    thresholds, router_cfg = _thresholds(args.config)
+    scorer = _scorer(args, router_cfg)
+    with open(args.sample, encoding="utf-8") as fh:
+        scores = [scorer.score(row.get("messages") or []) for row in _read_jsonl(fh)]
+    t2 = threshold_for_share(scores, args.target_cloud_share)
+    t1 = t2
+    if args.target_think_share is not None:
+        t1 = threshold_for_share(scores, min(1.0, args.target_cloud_share + args.target_think_share))
+    elif thresholds.t1 <= t2:
+        t1 = thresholds.t1
+    result = {"t1": round(t1, 6), "t2": round(t2, 6), "requests": len(scores),
+              "cloud_share": round(share_above(scores, t2), 4), "think_share": round(share_above(scores, t1)
+                                                                                    - share_above(scores, t2), 4)}
+    print(json.dumps(result))
+    if args.write:
+        if not args.config:
+            print("qroute route calibrate: --write needs --config FILE", file=sys.stderr)
+            return 2
+        write_thresholds(Path(args.config), result["t1"], result["t2"])
+        print(f"wrote router.t1={result['t1']} and router.t2={result['t2']} to {args.config}", file=sys.stderr)
+    return 0
+
+
+def write_thresholds(path: Path, t1: float, t2: float) -> None:
+    """Set router.t1/t2 in a YAML config, keeping its comments and layout."""
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    block = re.search(r"^router:\s*\n((?:[ \t]+.*\n?|\s*\n)*)", text, re.MULTILINE)
+    if block:
+        body = block.group(1)
+        for key, value in (("t1", t1), ("t2", t2)):
+            pattern = re.compile(rf"^([ \t]+){key}:[ \t]*[^\s#]*", re.MULTILINE)
+            body = pattern.sub(lambda m, k=key, v=value: f"{m.group(1)}{k}: {v}", body, count=1) \
+                if pattern.search(body) else f"  {key}: {value}\n" + body
+        text = text[: block.start(1)] + body + text[block.end(1):]
+    else:
+        text += f"\nrouter:\n  t1: {t1}\n  t2: {t2}\n"
+    data = yaml.safe_load(text)
+    assert data["router"]["t1"] == t1 and data["router"]["t2"] == t2
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from router.train import load_labelled, train
+
+    try:
+        data = load_labelled(args.data)
+        model = train(data, c=args.c, max_ngrams=args.max_ngrams)
+    except (OSError, ValueError) as exc:
+        print(f"qroute route train: {exc}", file=sys.stderr)
+        return 2
+    model.save(args.out)
+    print(json.dumps({"model": str(args.out), **model.meta}))
+    return 0
+
+
+def add_route_parser(sub: argparse._SubParsersAction) -> None:
+    route = sub.add_parser("route", help="the complexity router: score, explain, calibrate, train")
+    rsub = route.add_subparsers(dest="route_command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", default=None, help="gateway YAML config (thresholds, model, dictionary)")
+        p.add_argument("--model", default=None, help="model artifact (default: router.model_path or the bundled one)")
+
+    score = rsub.add_parser("score", help='stdin {"id","messages"} lines -> stdout {"id","score","route"} lines')
+    common(score)
+    score.set_defaults(func=cmd_score)
+
+    explain = rsub.add_parser("explain", help="score one text and say what moved it")
+    explain.add_argument("text")
+    explain.add_argument("--top", type=int, default=6)
+    common(explain)
+    explain.set_defaults(func=cmd_explain)
+
+    calibrate = rsub.add_parser("calibrate", help="thresholds that send a share of a traffic sample to the cloud")
+    calibrate.add_argument("--target-cloud-share", type=float, required=True)
+    calibrate.add_argument("--target-think-share", type=float, default=None,
+                           help="also set t1 so this share goes to local-think")
+    calibrate.add_argument("--sample", required=True, help='JSON lines with "messages"')
+    calibrate.add_argument("--write", action="store_true", help="write the thresholds into --config")
+    common(calibrate)
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    train = rsub.add_parser("train", help="train the complexity model on labelled outcomes")
+    train.add_argument("--data", nargs="+", required=True, help='JSON lines {"id","messages","weak","strong"}')
+    train.add_argument("--out", default="router-model.json.gz")
+    train.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength")
+    train.add_argument("--max-ngrams", type=int, default=20000)
+    train.set_defaults(func=cmd_train)

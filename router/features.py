@@ -1,0 +1,150 @@
+"""Cheap, bilingual (Chinese and English) complexity features of a conversation.
+
+Each feature is a number with a plain-words name, so `qroute route explain` can say what moved a
+score. Chinese is tokenized with jieba (HMM off: dictionary words only, which is faster and
+deterministic); Latin text with a regex. All inputs are already bounded by router.text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+
+from router.text import Conversation
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_LATIN_TOKEN = re.compile(r"[A-Za-z]+|\d+(?:[.,]\d+)*|[^\sA-Za-z\d\u3400-\u9fff]")
+_NUMBER = re.compile(r"(?<![A-Za-z])\d+(?:[.,]\d+)*%?")
+_FORMULA = re.compile(r"[=+\-*/^√∑∫≤≥≠±×÷]|\\frac|\\sqrt|\\sum|\\int|\$[^$]+\$|\b(?:sin|cos|log|ln|lim)\b")
+_UNIT = re.compile(
+    r"\d\s*(?:%|kg|km|cm|mm|m/s|ms|kb|mb|gb|tb|kwh|w|v|hz|°c|元|万元|亿元|万|亿|吨|千克|公里|米|小时|分钟|秒|天|年|月|个|件|台|人)(?![A-Za-z])",
+    re.IGNORECASE,
+)
+_CODE_TOKENS = ("```", "def ", "class ", "return ", "import ", "#include", "function ", "=>", "const ", "var ",
+                "public ", "select ", "print(", "printf(", "console.", "();", "){", ") {", "</")
+_CODE_LINE_END = re.compile(r"[{};]$", re.MULTILINE)
+_BULLET = re.compile(r"^\s*(?:[-*•·]|\d+[.)、]|[一二三四五六七八九十]+[、.]|[（(]\d+[）)])\s*", re.MULTILINE)
+_CHOICES = re.compile(r"^\s*[A-D][.)．、]\s", re.MULTILINE)
+
+_ASK_MARKERS_ZH = ("列举", "分别", "对比", "比较", "以及", "并且", "同时", "还有", "另外", "其次", "然后", "最后", "各自")
+_ASK_MARKERS_EN = ("list", "respectively", "compare", "as well as", "and also", "also", "then", "finally",
+                   "each of", "both", "first", "second")
+_REASON_ZH = ("为什么", "如何", "怎么", "分析", "推导", "证明", "计算", "权衡", "评估", "原因", "影响", "方案",
+              "策略", "优化", "预测", "解释", "论证", "推理", "规划", "设计", "利弊", "优劣", "可行性", "风险")
+_REASON_EN = ("why", "how", "prove", "derive", "trade-off", "tradeoff", "analyze", "analyse", "explain",
+              "evaluate", "justify", "design", "plan", "optimize", "estimate", "calculate", "compute",
+              "solve", "reason", "implications", "step by step", "roi")
+_CONSTRAINT_ZH = ("不超过", "不少于", "字以内", "以内", "格式", "表格", "json", "要求", "必须", "只能", "列出", "分点",
+                  "用中文", "用英文", "摘要", "总结")
+_CONSTRAINT_EN = ("at most", "no more than", "at least", "words", "format", "table", "json", "must", "only",
+                  "bullet", "in english", "in chinese", "exactly", "summar", "within", "markdown")
+_FOLLOW_UP_ZH = ("上面", "刚才", "之前", "前面", "这个", "那个", "继续", "再", "还是", "它")
+_FOLLOW_UP_EN = ("above", "previous", "earlier", "that one", "this one", "continue", "again", "it ", "they ",
+                 "instead", "what about")
+_LOOKUP_ZH = ("是什么", "是谁", "是多少", "在哪", "哪一年", "什么时候", "多少钱", "电话", "地址", "定义")
+_LOOKUP_EN = ("what is", "who is", "who was", "when did", "when was", "where is", "define", "what's",
+              "how many", "which year")
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "log_tokens", "cjk_share", "question_marks", "distinct_asks", "bullets", "reasoning_markers",
+    "numbers", "formulas", "units", "code", "output_constraints", "turns", "follow_up", "domain_terms",
+    "images", "choices", "lookup_phrasing", "context_tokens", "system_tokens", "lines",
+)
+
+# Plain words for `explain`: what a high value of each feature means.
+FEATURE_WORDS: dict[str, str] = {
+    "log_tokens": "length of the request",
+    "cjk_share": "share of Chinese text",
+    "question_marks": "several questions",
+    "distinct_asks": "several distinct asks (列举/分别/对比/以及, list, compare, ...)",
+    "bullets": "a bulleted or numbered list",
+    "reasoning_markers": "reasoning words (为什么/如何/分析/推导/证明/计算, why/how/prove, ...)",
+    "numbers": "numbers to work with",
+    "formulas": "formulas or math notation",
+    "units": "quantities with units",
+    "code": "code",
+    "output_constraints": "constraints on the output (format, length, language)",
+    "turns": "a longer conversation",
+    "follow_up": "a follow-up that leans on earlier turns",
+    "domain_terms": "company or domain terms",
+    "images": "images",
+    "choices": "a multiple-choice question",
+    "lookup_phrasing": "single-fact lookup phrasing (是什么/是多少, what is/who is)",
+    "context_tokens": "earlier conversation to take into account",
+    "system_tokens": "long system instructions",
+    "lines": "many lines",
+}
+
+_jieba = None
+
+
+def _jieba_cut(text: str) -> list[str]:
+    global _jieba
+    if _jieba is None:
+        import logging
+
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)
+        jieba.initialize()
+        _jieba = jieba
+    return _jieba.lcut(text, HMM=False)
+
+
+_JIEBA_CHARS = 400  # Chinese characters segmented exactly; beyond that, extrapolated
+
+
+def count_tokens(text: str) -> int:
+    """Words: jieba words for Chinese runs, regex tokens for the rest."""
+    runs = _CJK.findall(text)
+    cjk_chars = sum(len(r) for r in runs)
+    segmented, cut_chars, words = 0, 0, 0
+    for run in runs:
+        if cut_chars >= _JIEBA_CHARS:
+            break
+        words += len(_jieba_cut(run)) if len(run) > 1 else 1
+        cut_chars += len(run)
+    segmented = round(words * cjk_chars / cut_chars) if cut_chars else 0
+    return segmented + len(_LATIN_TOKEN.findall(_CJK.sub(" ", text)))
+
+
+def _count_any(text: str, needles: Iterable[str]) -> int:
+    return sum(1 for n in needles if n in text)
+
+
+def _log1(x: float) -> float:
+    return math.log1p(x)
+
+
+def extract(conv: Conversation, domain_terms: frozenset[str] = frozenset()) -> list[float]:
+    """The feature vector, in FEATURE_NAMES order."""
+    ask = conv.ask
+    low = ask.lower()
+    cjk_chars = sum(len(r) for r in _CJK.findall(ask))
+    tokens = count_tokens(ask)
+    asks = _count_any(ask, _ASK_MARKERS_ZH) + _count_any(low, _ASK_MARKERS_EN)
+    questions = ask.count("?") + ask.count("？")
+    domain = sum(1 for term in domain_terms if term in ask) if domain_terms else 0
+    return [
+        _log1(tokens),
+        cjk_chars / max(len(ask), 1),
+        _log1(questions),
+        _log1(asks),
+        _log1(len(_BULLET.findall(ask))),
+        _log1(_count_any(ask, _REASON_ZH) + _count_any(low, _REASON_EN)),
+        _log1(len(_NUMBER.findall(ask))),
+        _log1(len(_FORMULA.findall(ask))),
+        _log1(len(_UNIT.findall(ask))),
+        _log1(_count_any(low, _CODE_TOKENS) + len(_CODE_LINE_END.findall(ask))),
+        _log1(_count_any(ask, _CONSTRAINT_ZH) + _count_any(low, _CONSTRAINT_EN)),
+        _log1(max(conv.turns - 1, 0)),
+        _log1(_count_any(ask, _FOLLOW_UP_ZH) + _count_any(low, _FOLLOW_UP_EN)) if conv.turns > 1 else 0.0,
+        _log1(domain),
+        _log1(conv.images),
+        _log1(len(_CHOICES.findall(ask))),
+        _log1(_count_any(ask, _LOOKUP_ZH) + _count_any(low, _LOOKUP_EN)),
+        _log1(len(conv.context) / 4),
+        _log1(len(conv.system) / 4),
+        _log1(ask.count("\n")),
+    ]

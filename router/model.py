@@ -1,0 +1,164 @@
+"""The learned complexity model: a logistic regression over the named features plus character
+n-gram TF-IDF, stored as one small gzipped JSON file and scored in plain Python.
+
+Scoring replicates scikit-learn's `TfidfVectorizer(analyzer="char", sublinear_tf=True, norm="l2")`
+transform and the regression's decision function exactly, without scikit-learn on the request
+path: its per-call overhead alone is several hundred microseconds, this is a dict lookup per
+n-gram. Tests check the two agree.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from router.features import FEATURE_NAMES, FEATURE_WORDS, extract
+from router.text import Conversation, read_conversation
+
+NGRAM_CHARS = 800  # the n-gram part reads at most this much of the ask
+Z_CLIP = 4.0  # standardized features are clipped: values far outside the training range add no more
+_WHITESPACE = re.compile(r"\s\s+")
+
+# Features the public training data never exercise (single-turn, text-only, no company terms):
+# a regression cannot learn their weight, so they carry these priors (logit per unit of the
+# log1p-scaled feature) until the model is retrained on traffic that has them.
+PRIORS: dict[str, float] = {
+    "turns": 0.15, "follow_up": 0.25, "images": 0.4, "context_tokens": 0.08, "domain_terms": 0.15,
+    "system_tokens": 0.03,
+}
+
+
+def ngram_text(ask: str) -> str:
+    """The text the n-gram part sees: lower-cased, capped, whitespace runs collapsed (as sklearn)."""
+    return _WHITESPACE.sub(" ", ask[:NGRAM_CHARS].lower())
+
+
+def char_ngrams(text: str, low: int, high: int) -> Counter[str]:
+    grams: Counter[str] = Counter()
+    n_chars = len(text)
+    for n in range(low, high + 1):
+        grams.update(text[i:i + n] for i in range(n_chars - n + 1))
+    return grams
+
+
+@dataclass
+class Contribution:
+    name: str
+    words: str
+    value: float  # the feature's raw value
+    logit: float  # what it added to the decision
+
+
+@dataclass
+class ComplexityModel:
+    feature_names: tuple[str, ...]
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    ngram_range: tuple[int, int]
+    vocab: dict[str, tuple[float, float]]  # n-gram -> (idf, coef)
+    intercept: float
+    quantiles: list[float]  # decision values at evenly spaced quantiles of the training rows
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # --- scoring --------------------------------------------------------------------------
+    def _feature_logits(self, values: list[float]) -> list[float]:
+        out = []
+        for name, v, m, s, c in zip(self.feature_names, values, self.mean, self.scale, self.coef, strict=True):
+            out.append(c * min(max((v - m) / s, -Z_CLIP), Z_CLIP) if s > 0 else PRIORS.get(name, 0.0) * v)
+        return out
+
+    def _ngram_logit(self, ask: str) -> tuple[float, list[tuple[str, float]]]:
+        grams = char_ngrams(ngram_text(ask), *self.ngram_range)
+        weights: list[tuple[str, float, float]] = []
+        norm = 0.0
+        for gram, count in grams.items():
+            entry = self.vocab.get(gram)
+            if entry is None:
+                continue
+            value = (1.0 + math.log(count)) * entry[0]
+            norm += value * value
+            weights.append((gram, value, entry[1]))
+        if not weights:
+            return 0.0, []
+        norm = math.sqrt(norm)
+        parts = [(gram, value / norm * coef) for gram, value, coef in weights]
+        return sum(p for _, p in parts), parts
+
+    def decision(self, conv: Conversation, domain_terms: frozenset[str] = frozenset()) -> float:
+        values = extract(conv, domain_terms)
+        return self.intercept + sum(self._feature_logits(values)) + self._ngram_logit(conv.ask)[0]
+
+    def to_score(self, decision: float) -> float:
+        """The share of training requests with a lower decision: 0.8 means more complex than 80%
+        of them, so a threshold reads as a traffic share. Monotone, so ranking is unchanged."""
+        q = self.quantiles
+        if decision <= q[0]:
+            return 0.0
+        if decision >= q[-1]:
+            return 1.0
+        i = bisect.bisect_right(q, decision)
+        lo, hi = q[i - 1], q[i]
+        frac = (decision - lo) / (hi - lo) if hi > lo else 0.0
+        return (i - 1 + frac) / (len(q) - 1)
+
+    def score_conversation(self, conv: Conversation, domain_terms: frozenset[str] = frozenset()) -> float:
+        return self.to_score(self.decision(conv, domain_terms))
+
+    def score(self, messages: Any, domain_terms: frozenset[str] = frozenset()) -> float:
+        return self.score_conversation(read_conversation(messages), domain_terms)
+
+    def explain(self, messages: Any, domain_terms: frozenset[str] = frozenset(),
+                ) -> tuple[float, list[Contribution], list[tuple[str, float]]]:
+        """The score, each named feature's contribution, and the n-grams that moved it most."""
+        conv = read_conversation(messages)
+        values = extract(conv, domain_terms)
+        logits = self._feature_logits(values)
+        ngram_logit, parts = self._ngram_logit(conv.ask)
+        contributions = [
+            Contribution(n, FEATURE_WORDS[n], v, lg)
+            for n, v, lg in zip(self.feature_names, values, logits, strict=True)
+        ]
+        contributions.append(Contribution("wording", "wording like the training examples", 0.0, ngram_logit))
+        parts.sort(key=lambda p: -abs(p[1]))
+        return self.score_conversation(conv, domain_terms), contributions, parts[:8]
+
+    # --- storage --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        payload = {
+            "format": "qroute-complexity-model/1",
+            "feature_names": list(self.feature_names), "mean": self.mean, "scale": self.scale, "coef": self.coef,
+            "ngram_range": list(self.ngram_range), "ngram_chars": NGRAM_CHARS, "intercept": self.intercept,
+            "quantiles": self.quantiles,
+            "vocab": {g: [round(i, 5), round(c, 6)] for g, (i, c) in self.vocab.items()}, "meta": self.meta,
+        }
+        tmp = Path(f"{path}.tmp")
+        with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+            json.dump(payload, fh, ensure_ascii=False, separators=(",", ":"))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ComplexityModel:
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            payload = json.load(fh)
+        if payload.get("format") != "qroute-complexity-model/1":
+            raise ValueError(f"{path}: not a qroute complexity model")
+        if tuple(payload["feature_names"]) != FEATURE_NAMES:
+            raise ValueError(f"{path}: trained with other features; retrain with `qroute route train`")
+        return cls(
+            feature_names=tuple(payload["feature_names"]), mean=payload["mean"], scale=payload["scale"],
+            coef=payload["coef"], ngram_range=tuple(payload["ngram_range"]),
+            vocab={g: (v[0], v[1]) for g, v in payload["vocab"].items()}, intercept=payload["intercept"],
+            quantiles=payload["quantiles"],
+            meta=payload.get("meta", {}),
+        )
+
+
+DEFAULT_MODEL_PATH = Path(__file__).parent / "artifacts" / "complexity.json.gz"

@@ -1,0 +1,101 @@
+"""Train the complexity model on labelled outcomes (JSON lines: id, messages, weak, strong).
+
+The label is whether the strong model did better (`strong - weak > 0`); rows where it did worse
+weigh double, since sending those to the cloud costs money and quality. Each input file is
+weighted to the same total, so a small data set is not drowned by a large one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.features import FEATURE_NAMES, extract
+from router.model import NGRAM_CHARS, Z_CLIP, ComplexityModel, ngram_text
+from router.text import read_conversation
+
+MIN_SUPPORT = 0.01  # a feature must be non-zero in at least 1% of rows to be learned
+QUANTILE_KNOTS = 201
+
+
+@dataclass
+class Labelled:
+    ids: list[str]
+    messages: list[Any]
+    weak: np.ndarray
+    strong: np.ndarray
+    group: np.ndarray  # index of the source file
+
+
+def load_labelled(paths: Iterable[str | Path]) -> Labelled:
+    ids, messages, weak, strong, group = [], [], [], [], []
+    for gi, path in enumerate(paths):
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    w, s = float(row["weak"]), float(row["strong"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    raise ValueError(f"{path}:{n}: need JSON with messages, weak, strong ({exc})") from None
+                ids.append(str(row.get("id", f"{Path(path).stem}-{n}")))
+                messages.append(row.get("messages", []))
+                weak.append(w)
+                strong.append(s)
+                group.append(gi)
+    if not ids:
+        raise ValueError("no labelled rows found")
+    return Labelled(ids, messages, np.array(weak), np.array(strong), np.array(group))
+
+
+def featurize(messages: list[Any]) -> tuple[np.ndarray, list[str]]:
+    convs = [read_conversation(m) for m in messages]
+    return np.array([extract(c) for c in convs], dtype=float), [ngram_text(c.ask) for c in convs]
+
+
+def train(data: Labelled, c: float = 1.0, max_ngrams: int = 20000, ngram_range: tuple[int, int] = (1, 3),
+          features: tuple[np.ndarray, list[str]] | None = None) -> ComplexityModel:
+    from scipy.sparse import csr_matrix, hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    x_feat, texts = features if features is not None else featurize(data.messages)
+    mean = x_feat.mean(axis=0)
+    scale = x_feat.std(axis=0)
+    # A feature the data barely exercise (Chinese text in English data, images, multi-turn) would
+    # get a weight that only reflects the data set: leave it to its prior instead (scale 0).
+    supported = (np.count_nonzero(x_feat, axis=0) >= MIN_SUPPORT * len(x_feat)) & (scale > 1e-6)
+    scale = np.where(supported, scale, 0.0)
+    z = np.where(scale > 0, (x_feat - mean) / np.where(scale > 0, scale, 1.0), 0.0).clip(-Z_CLIP, Z_CLIP)
+    # Already lower-cased, capped and whitespace-collapsed by ngram_text: sklearn must not redo it.
+    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=ngram_range, min_df=3, max_features=max_ngrams,
+                                 sublinear_tf=True, lowercase=False, dtype=np.float64)
+    x_text = vectorizer.fit_transform(texts)
+    gain = data.strong - data.weak
+    y = (gain > 0).astype(int)
+    weights = np.where(gain < 0, 2.0, 1.0)
+    groups = np.unique(data.group)
+    for g in groups:  # every file carries the same total weight, N / number of files
+        in_group = data.group == g
+        weights[in_group] *= (len(y) / len(groups)) / weights[in_group].sum()
+    if len(np.unique(y)) < 2:
+        raise ValueError("the labels need both outcomes: some rows where strong beats weak, some where not")
+    reg = LogisticRegression(C=c, max_iter=3000)
+    reg.fit(hstack([csr_matrix(z), x_text]).tocsr(), y, sample_weight=weights)
+    n_feat = len(FEATURE_NAMES)
+    coef = reg.coef_[0]
+    decisions = reg.decision_function(hstack([csr_matrix(z), x_text]).tocsr())
+    vocab = {gram: (float(vectorizer.idf_[i]), float(coef[n_feat + i])) for gram, i in vectorizer.vocabulary_.items()}
+    return ComplexityModel(
+        feature_names=FEATURE_NAMES, mean=mean.tolist(), scale=scale.tolist(), coef=coef[:n_feat].tolist(),
+        ngram_range=ngram_range, vocab=vocab, intercept=float(reg.intercept_[0]),
+        quantiles=np.quantile(decisions, np.linspace(0, 1, QUANTILE_KNOTS)).tolist(),
+        meta={"rows": len(y), "positive_share": float(y.mean()), "C": c, "max_ngrams": max_ngrams,
+              "ngram_chars": NGRAM_CHARS},
+    )
