@@ -52,28 +52,28 @@ FEATURE_NAMES: tuple[str, ...] = (
     "images", "choices", "lookup_phrasing", "context_tokens", "system_tokens", "lines",
 )
 
-# Plain words for `explain`: what a high value of each feature means.
-FEATURE_WORDS: dict[str, str] = {
-    "log_tokens": "length of the request",
-    "cjk_share": "share of Chinese text",
-    "question_marks": "several questions",
-    "distinct_asks": "several distinct asks (列举/分别/对比/以及, list, compare, ...)",
-    "bullets": "a bulleted or numbered list",
-    "reasoning_markers": "reasoning words (为什么/如何/分析/推导/证明/计算, why/how/prove, ...)",
-    "numbers": "numbers to work with",
-    "formulas": "formulas or math notation",
-    "units": "quantities with units",
-    "code": "code",
-    "output_constraints": "constraints on the output (format, length, language)",
-    "turns": "a longer conversation",
-    "follow_up": "a follow-up that leans on earlier turns",
-    "domain_terms": "company or domain terms",
-    "images": "images",
-    "choices": "a multiple-choice question",
-    "lookup_phrasing": "single-fact lookup phrasing (是什么/是多少, what is/who is)",
-    "context_tokens": "earlier conversation to take into account",
-    "system_tokens": "long system instructions",
-    "lines": "many lines",
+# Plain words for `explain`: what a value above, and below, the training average means.
+FEATURE_WORDS: dict[str, tuple[str, str]] = {
+    "log_tokens": ("a long request", "a short request"),
+    "cjk_share": ("mostly Chinese text", "little Chinese text"),
+    "question_marks": ("several questions", "few question marks"),
+    "distinct_asks": ("several distinct asks (列举/分别/对比/以及, list, compare)", "a single ask"),
+    "bullets": ("a bulleted or numbered list", "no list"),
+    "reasoning_markers": ("reasoning words (为什么/如何/分析/推导/证明/计算, why/how/prove)", "no reasoning words"),
+    "numbers": ("numbers to work with", "few numbers"),
+    "formulas": ("formulas or math notation", "no formulas"),
+    "units": ("quantities with units", "no quantities with units"),
+    "code": ("code", "no code"),
+    "output_constraints": ("constraints on the output (format, length, language)", "no output constraints"),
+    "turns": ("a longer conversation", "a single turn"),
+    "follow_up": ("a follow-up that leans on earlier turns", "no follow-up"),
+    "domain_terms": ("company or domain terms", "no company or domain terms"),
+    "images": ("images", "no images"),
+    "choices": ("a multiple-choice question", "not a multiple-choice question"),
+    "lookup_phrasing": ("single-fact lookup phrasing (是什么/是多少, what is/who is)", "no lookup phrasing"),
+    "context_tokens": ("earlier conversation to take into account", "no earlier conversation"),
+    "system_tokens": ("long system instructions", "short or no system instructions"),
+    "lines": ("many lines", "few lines"),
 }
 
 _jieba = None

@@ -122,10 +122,11 @@ class ComplexityModel:
         values = extract(conv, domain_terms)
         logits = self._feature_logits(values)
         ngram_logit, parts = self._ngram_logit(conv.ask)
-        contributions = [
-            Contribution(n, FEATURE_WORDS[n], v, lg)
-            for n, v, lg in zip(self.feature_names, values, logits, strict=True)
-        ]
+        contributions = []
+        for i, (name, value, logit) in enumerate(zip(self.feature_names, values, logits, strict=True)):
+            high, low = FEATURE_WORDS[name]
+            above = value > self.mean[i] if self.scale[i] > 0 else value > 0
+            contributions.append(Contribution(name, high if above else low, value, logit))
         contributions.append(Contribution("wording", "wording like the training examples", 0.0, ngram_logit))
         parts.sort(key=lambda p: -abs(p[1]))
         return self.score_conversation(conv, domain_terms), contributions, parts[:8]

@@ -47,7 +47,7 @@ def test_explain_names_what_moved_the_score():
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("score ")
     assert "route " in out.stdout.splitlines()[0]
-    assert "towards" in out.stdout and "length of the request" in out.stdout
+    assert "towards" in out.stdout and ("a short request" in out.stdout or "a long request" in out.stdout)
 
 
 def test_calibrate_hits_the_share_and_writes_the_config(tmp_path):
