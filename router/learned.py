@@ -21,7 +21,9 @@ class LearnedScorer:
         path = Path(model_path) if model_path else DEFAULT_MODEL_PATH
         if not path.is_file():
             raise FileNotFoundError(f"router model not found: {path} (train one with `qroute route train`)")
-        return cls(ComplexityModel.load(path), load_terms(dictionary))
+        scorer = cls(ComplexityModel.load(path), load_terms(dictionary))
+        scorer.score([{"role": "user", "content": "预热分词词典"}])  # load jieba's dictionary now, not on a request
+        return scorer
 
     def score(self, messages: list[dict[str, Any]]) -> float:
         return self.model.score(messages, self.domain_terms)
