@@ -88,9 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="vLLM >= 0.11 sends 'reasoning' (default); older versions 'reasoning_content'")
     sim.set_defaults(func=_sim)
 
+    from retrieval.cli import add_retrieval_parsers
     from router.cli import add_route_parser
 
     add_route_parser(sub)
+    add_retrieval_parsers(sub)
 
     demo = sub.add_parser("demo", help="start simulators and gateway, send sample queries, print a table")
     demo.add_argument("--config", default="deploy/qroute.demo.yaml")

