@@ -19,6 +19,7 @@ from gateway.context import RequestState
 from gateway.cost import cost_cny
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.protocol import ChatCompletionRequest
+from gateway.rag import Grounding, RagService
 from gateway.routing import RouteDecision, RouteResolver, build_scorer
 from gateway.settings import Settings, Timeouts
 from gateway.streaming import client_events
@@ -71,10 +72,12 @@ class Gateway:
         self.settings = settings
         self.backends = backends if backends is not None else build_backends(settings)
         self.resolver = RouteResolver(settings, build_scorer(settings))
+        self.rag = RagService(settings.retrieval, settings.rag_default_keys())
 
     async def start(self) -> None:
         for backend in self.backends.values():
             await backend.upstream.start()
+        await self.rag.start()
 
     async def close(self) -> None:
         for backend in self.backends.values():
@@ -88,10 +91,13 @@ class Gateway:
         return order[: self.settings.fallback.max_attempts]
 
     async def handle_chat(self, request: ChatCompletionRequest, data: dict[str, Any],
-                          state: RequestState | None = None) -> ChatOutcome:
+                          state: RequestState | None = None, grounding: Grounding | None = None) -> ChatOutcome:
+        # Scored on the client's own messages: the ask's complexity, not the context's length.
         decision = self.resolver.resolve(request.model, data["messages"])
         if state is not None:
             state.decision = decision  # so an error answer still carries the route and score
+        if grounding is not None:
+            data = {**data, "messages": grounding.messages}
         explicit_thinking = requested_thinking(data)
         attempts: list[str] = []
         upstream_s = 0.0

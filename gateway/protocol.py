@@ -55,6 +55,7 @@ class ChatCompletionRequest(BaseModel):
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     enable_thinking: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    rag: bool | None = None  # qroute: ground the answer in the company index
 
     @field_validator("stop")
     @classmethod

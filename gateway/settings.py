@@ -111,6 +111,16 @@ class RouterConfig(Strict):
         return self
 
 
+class RetrievalConfig(Strict):
+    """Grounded context from a `qroute index build` index, the same for every route."""
+
+    index: str | None = None  # index folder; None: retrieval off
+    top_k: int = Field(5, ge=1, le=50)
+    budget_chars: int = Field(1800, ge=200)  # context size in characters (about 1,200 tokens of Chinese)
+    default: bool = False  # on for every request unless the request says otherwise
+    default_keys_env: str | None = "QROUTE_RAG_KEYS"  # client keys for which it is on by default
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QROUTE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -124,6 +134,7 @@ class Settings(BaseSettings):
     breaker: BreakerConfig = BreakerConfig()
     prices: dict[str, Price] = Field(default_factory=dict)
     router: RouterConfig = RouterConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
 
     @model_validator(mode="after")
     def _cross_check(self) -> Settings:
@@ -156,6 +167,9 @@ class Settings(BaseSettings):
     def admin_keys(self) -> frozenset[str]:
         keys = {k.get_secret_value() for k in self.auth.admin_keys} | _keys_from_env(self.auth.admin_keys_env)
         return frozenset(k for k in keys if k)
+
+    def rag_default_keys(self) -> frozenset[str]:
+        return frozenset(_keys_from_env(self.retrieval.default_keys_env))
 
     def price_for(self, model: str) -> Price | None:
         return self.prices.get(model)

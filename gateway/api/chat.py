@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from gateway.auth import check_key
+from gateway.auth import check_key, presented_key
 from gateway.context import headers_for, request_state
 from gateway.errors import PayloadTooLarge
 from gateway.protocol import parse_chat_request
@@ -38,8 +38,16 @@ async def chat_completions(request: Request) -> Response:
     check_key(request, request.app.state.client_keys)
     raw = await read_body(request, gateway.settings.server.max_body_bytes)
     chat, data = parse_chat_request(raw)
-    outcome = await gateway.handle_chat(chat, data, state)
+    grounding = None
+    if gateway.rag.wanted(chat.rag, request.headers.get("x-qroute-rag"), presented_key(request)):
+        grounding = await gateway.rag.ground(data["messages"])
+    outcome = await gateway.handle_chat(chat, data, state, grounding)
     headers = headers_for(state, outcome, started)
+    if grounding is not None:
+        headers["x-qroute-sources"] = grounding.header()
+        headers["x-qroute-retrieval-ms"] = f"{grounding.retrieval_ms:.2f}"
     if outcome.frames is not None:
         return SSEResponse(outcome.frames, headers)
+    if grounding is not None:
+        outcome.result["qroute"] = {"sources": grounding.sources, "retrieval_ms": round(grounding.retrieval_ms, 2)}
     return Response(orjson.dumps(outcome.result), media_type="application/json", headers=headers)
