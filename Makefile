@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-router train-router test-vllm clean
+.PHONY: setup demo test lint bench bench-router bench-retrieval bench-rag train-router test-vllm clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/qroute index build --input examples/kb/docs examples/kb/records.jsonl \
+	  --dictionary examples/kb/dictionary.txt --index .qroute/kb-index --quiet
 	$(BIN)/qroute demo --config deploy/qroute.demo.yaml $(if $(filter 1 true yes,$(DEMO_EXIT)),--exit)
 
 test: $(STAMP)
@@ -31,6 +33,12 @@ bench: $(STAMP)
 bench-router: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/router_eval.py
+
+bench-retrieval: $(STAMP)
+	$(BIN)/python benchmarks/retrieval_eval.py
+
+bench-rag: $(STAMP)
+	$(BIN)/python benchmarks/rag_eval.py
 
 # Rebuild the bundled router model from the shared labelled data.
 train-router: $(STAMP)

@@ -7,6 +7,7 @@ cost in CNY), then keeps serving until Ctrl-C unless asked to exit.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import subprocess
@@ -28,6 +29,8 @@ SAMPLE_QUERIES: list[tuple[str, str, dict[str, Any]]] = [
     ("请总结下面这段话的要点：公司今年在华东新建了两条产线，产能提升30%，但原材料成本上升导致毛利率下降。", "auto", {}),
     ("分析我们公司过去三年在华东和华南两个区域的销售数据，分别列举增长最快的三个产品线，"
      "对比它们的毛利率变化，推导出明年的预算分配方案，并说明每一步计算的依据和权衡。" * 2, "auto", {}),
+    ("东岭农商银行面临什么问题，启明的哪款产品能解决？", "auto", {"rag": True}),
+    ("比较启明金融科技和云策科技的产品、客户和优劣势。", "auto", {"rag": True}),
     ("Summarise this contract clause in one sentence.", "cloud", {}),
     ("Prove that the square root of 2 is irrational.", "local", {"reasoning_effort": "high"}),
 ]
@@ -43,6 +46,7 @@ class Row:
     tokens: int
     cost: float | None
     cloud_cost: float | None
+    sources: int
 
 
 def _wait_port(host: str, port: int, timeout_s: float = 30.0) -> None:
@@ -82,6 +86,7 @@ def _ask(client: Any, query: str, model: str, extra: dict[str, Any], settings: S
         ttft_s=ttft or total, total_s=total, tokens=(usage or {}).get("completion_tokens", 0),
         cost=cost_cny(settings.price_for(served_model), usage),
         cloud_cost=cost_cny(settings.price_for(cloud_model), usage),
+        sources=len(json.loads(raw.headers.get("x-qroute-sources", "[]"))),
     )
 
 
@@ -103,15 +108,16 @@ def _short(text: str, width: int = 34) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"\n{'query':<36}{'score':>7}  {'route':<12}{'ttft s':>8}{'total s':>9}{'tokens':>8}{'cost CNY':>12}")
-    print("-" * 92)
+    print(f"\n{'query':<36}{'score':>7}  {'route':<12}{'ttft s':>8}{'total s':>9}{'tokens':>8}{'cost CNY':>12}"
+          f"{'sources':>9}")
+    print("-" * 101)
     for r in rows:
         cost = f"{r.cost:.6f}" if r.cost is not None else "n/a"
         print(f"{_short(r.query, 36)}{r.score:>7}  {r.route:<12}"
-              f"{r.ttft_s:>8.3f}{r.total_s:>9.3f}{r.tokens:>8}{cost:>12}")
+              f"{r.ttft_s:>8.3f}{r.total_s:>9.3f}{r.tokens:>8}{cost:>12}{r.sources or '':>9}")
     spent = sum(r.cost or 0.0 for r in rows)
     all_cloud = sum(r.cloud_cost or 0.0 for r in rows)
-    print("-" * 92)
+    print("-" * 101)
     print(f"spent {spent:.6f} CNY; all-cloud would have cost {all_cloud:.6f} CNY "
           f"(saved {all_cloud - spent:.6f} CNY)")
 
