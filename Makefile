@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-router bench-retrieval bench-rag train-router test-vllm clean
+.PHONY: setup demo test lint bench bench-router bench-retrieval bench-rag train-router test-vllm test-flag clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,9 @@ train-router: $(STAMP)
 
 test-vllm:
 	bash tests/vllm/run.sh
+
+test-flag:
+	bash tests/flag/run.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
