@@ -151,3 +151,16 @@ def test_load_rejects_other_files(tmp_path):
         fh.write('{"format": "something-else"}')
     with pytest.raises(ValueError, match="not a qroute complexity model"):
         ComplexityModel.load(bad)
+
+
+def test_domain_dictionary_terms_count(tmp_path):
+    from router.domain import load_terms
+    from router.features import FEATURE_NAMES, extract
+
+    path = tmp_path / "dict.txt"
+    path.write_text("# terms\n澜沧智造 10 nz\n启明风控云\n", encoding="utf-8")
+    terms = load_terms(path)
+    assert terms == {"澜沧智造", "启明风控云"}
+    values = extract(read_conversation(user("澜沧智造想了解启明风控云")), terms)
+    assert values[FEATURE_NAMES.index("domain_terms")] > 0
+    assert load_terms(None) == frozenset()
