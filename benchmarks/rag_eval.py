@@ -63,7 +63,7 @@ def main() -> int:
             for mode, retriever in modes.items():
                 started = time.perf_counter()
                 top_k = case.get("top_k", args.top_k)  # a case may test precision with fewer chunks
-                context, _ = assemble_context(retriever.search(case["query"], top_k), budget_chars=4000)
+                context, _ = assemble_context(retriever.search(case["query"], top_k), budget_tokens=4000)
                 row[f"{mode}_ms"] = (time.perf_counter() - started) * 1000
                 row[mode] = coverage(context, case["key_points"])
             if args.gateway:

@@ -17,6 +17,11 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("api-key") or request.headers.get("x-api-key")
 
 
+def key_matches(key: str | None, keys: frozenset[str]) -> bool:
+    """Constant-time comparison against every configured key."""
+    return key is not None and any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)
+
+
 def check_key(request: Request, keys: frozenset[str]) -> None:
     """No keys configured means auth is off (the server warns at start)."""
     if not keys:
@@ -24,5 +29,5 @@ def check_key(request: Request, keys: frozenset[str]) -> None:
     key = presented_key(request)
     if key is None:
         raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
-    if not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
+    if not key_matches(key, keys):
         raise Unauthorized("Incorrect API key provided.")

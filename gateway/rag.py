@@ -68,7 +68,7 @@ class RagService:
         query = read_conversation(messages).ask
         started = time.perf_counter()
         hits = await asyncio.to_thread(self.retriever.search, query, self.config.top_k)
-        context, sources = assemble_context(hits, self.config.budget_chars)
+        context, sources = assemble_context(hits, self.config.budget_tokens)
         elapsed = (time.perf_counter() - started) * 1000
         if not context:
             return Grounding(messages, [], elapsed)

@@ -116,7 +116,7 @@ class RetrievalConfig(Strict):
 
     index: str | None = None  # index folder; None: retrieval off
     top_k: int = Field(5, ge=1, le=50)
-    budget_chars: int = Field(1800, ge=200)  # context size in characters (about 1,200 tokens of Chinese)
+    budget_tokens: int = Field(1200, ge=100)  # context size in (estimated) tokens
     default: bool = False  # on for every request unless the request says otherwise
     default_keys_env: str | None = "QROUTE_RAG_KEYS"  # client keys for which it is on by default
 

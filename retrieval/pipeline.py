@@ -13,6 +13,7 @@ from retrieval.bm25 import Bm25Index
 from retrieval.fusion import minmax, rrf, top
 from retrieval.index import IndexData, load_index
 from retrieval.segment import tokenize
+from router.length import approx_tokens
 
 CANDIDATES = 50  # from each ranker, before fusion
 
@@ -126,8 +127,9 @@ class Retriever:
         return hits
 
 
-def assemble_context(hits: list[Hit], budget_chars: int = 1800) -> tuple[str, list[dict[str, Any]]]:
-    """Top chunks within a budget, duplicates merged, each cited as [n] with its source; returns
+def assemble_context(hits: list[Hit], budget_tokens: int = 1200) -> tuple[str, list[dict[str, Any]]]:
+    """Top chunks within a token budget (estimated: a token per Chinese character, four other
+    characters per token), duplicates merged, each cited as [n] with its source; returns
     the system-message text and the source list."""
     sources: list[dict[str, Any]] = []
     seen_text: set[str] = set()
@@ -137,7 +139,8 @@ def assemble_context(hits: list[Hit], budget_chars: int = 1800) -> tuple[str, li
         key = hit.text.strip()
         if key in seen_text:
             continue
-        if used + len(key) > budget_chars and lines:
+        size = approx_tokens(key)
+        if used + size > budget_tokens and lines:
             break
         seen_text.add(key)
         if hit.doc_id not in by_doc:
@@ -145,7 +148,7 @@ def assemble_context(hits: list[Hit], budget_chars: int = 1800) -> tuple[str, li
             by_doc[hit.doc_id] = len(sources)
         n = by_doc[hit.doc_id]
         lines.append(f"[{n}] {key}")
-        used += len(key)
+        used += size
     if not lines:
         return "", []
     refs = "\n".join(f"[{s['id']}] {s['title'] or s['doc_id']} ({s['doc_id']})" for s in sources)

@@ -12,14 +12,3 @@ class Scorer(Protocol):
         """Complexity in [0, 1]: higher means the cloud model is likelier to answer better."""
         ...
 
-
-def message_text(messages: list[dict[str, Any]]) -> str:
-    """The text of a conversation: string contents and the text parts of list contents."""
-    parts: list[str] = []
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return "\n".join(parts)

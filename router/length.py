@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.base import message_text
+from router.text import read_conversation
 
 _SATURATION_TOKENS = 600.0
 # Past this many characters every text saturates, so longer prompts cost no more to score.
@@ -24,4 +24,4 @@ class LengthScorer:
     name = "length"
 
     def score(self, messages: list[dict[str, Any]]) -> float:
-        return min(1.0, approx_tokens(message_text(messages)[:_MAX_CHARS]) / _SATURATION_TOKENS)
+        return min(1.0, approx_tokens(read_conversation(messages).ask[:_MAX_CHARS]) / _SATURATION_TOKENS)

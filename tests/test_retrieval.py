@@ -146,10 +146,10 @@ def test_missing_model_path_names_the_path(tmp_path):
 
 def test_context_assembly_cites_merges_and_budgets(kb):
     hits = Retriever.open(kb).search("华东精工", 5)
-    text, sources = assemble_context(hits + hits, budget_chars=2000)  # duplicates merged
+    text, sources = assemble_context(hits + hits, budget_tokens=2000)  # duplicates merged
     assert text.count("[1]") >= 1 and "Sources:" in text
     assert len({s["doc_id"] for s in sources}) == len(sources)
-    short, _ = assemble_context(hits, budget_chars=10)
+    short, _ = assemble_context(hits, budget_tokens=10)
     body = short.split("Sources:")[0]
     assert sum(line.startswith("[") for line in body.splitlines()) == 1  # one chunk even over budget, no more
     assert assemble_context([], 100) == ("", [])

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hmac
-
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
-from gateway.auth import presented_key
+from gateway.auth import key_matches, presented_key
 from gateway.errors import Forbidden, InvalidRequest, Unauthorized
 from router.decide import Thresholds
 
@@ -20,7 +18,7 @@ def _admin(request: Request) -> str:
     if not keys:
         raise Forbidden("No admin key is configured (auth.admin_keys or QROUTE_ADMIN_KEYS).")
     key = presented_key(request)
-    if key is None or not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
+    if not key_matches(key, keys):
         raise Unauthorized("An admin key is required.")
     return f"admin key ...{key[-4:]}"
 
