@@ -1,15 +1,20 @@
 """Router quality and speed on the labelled data in ../shared/data/router/.
 
-Splits (seed 0):
-  held-out   each data set is split 80/20 at random; the router is trained on both 80% parts
-             together and tested on each 20% part
-  cross      trained on one whole data set, tested on the other whole one (no row, prompt style or
-             topic of the test set is seen in training)
-Routers: qroute's learned router (trained per split, not the bundled model), random (uniform
+Evaluations (seed 0):
+  held-out       5-fold: each file is cut into 5 random folds; for each fold one model is trained
+                 on the other 4 folds of both files together (as the bundled model is) and tested
+                 on that fold of each file. APGR is reported as mean and spread over the folds.
+  unseen tasks   5-fold by task (MMLU subject, RouterArena source benchmark family): the test
+                 folds hold tasks that no training row comes from, the closest stand-in here for a
+                 deployment's own traffic
+  cross          trained on one whole file, tested on the other (nothing of its style seen)
+Routers: qroute's learned router (trained per fold, not the bundled model), random (uniform
 scores, seeded), prompt length (characters of the ask), and a re-implementation of LiteLLM's
-complexity_router heuristic (benchmarks/litellm_complexity.py). Metrics are RouteLLM's APGR,
-CPT(50%) and CPT(80%) (router/metrics.py). Scoring latency is measured one query at a time with
-the bundled model. Writes benchmarks/results/router_eval.{json,md} and router_curve.png.
+complexity_router heuristic (benchmarks/litellm_complexity.py). In the held-out rows a ceiling,
+not a router: the mean gain of the test row's own task in the training folds, which needs the
+task label no request carries. Metrics are RouteLLM's APGR, CPT(50%) and CPT(80%)
+(router/metrics.py). Scoring latency is measured one query at a time with the bundled model.
+Writes benchmarks/results/router_eval.{json,md} and router_curve.png.
 
 Run: `make bench-router` (or `.venv/bin/python benchmarks/router_eval.py`).
 """
@@ -20,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +44,82 @@ FILES = {"mmlu": "mmlu_gpt4_vs_mixtral.jsonl", "routerarena": "routerarena_gemin
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def subset(data: Labelled, feats, idx: np.ndarray):
-    sub = Labelled([data.ids[i] for i in idx], [data.messages[i] for i in idx], data.weak[idx],
-                   data.strong[idx], data.group[idx])
-    return sub, (feats[0][idx], [feats[1][i] for i in idx])
+CEILING = "task mean (ceiling: needs the task label)"
+FOLDS = 5
 
 
-def evaluate(name: str, scores: np.ndarray, test: Labelled) -> dict:
+def load_tasks(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's task (MMLU's subject, RouterArena's source benchmark such as `MMLUPro_law`) and
+    task family: RouterArena's `MMLUPro_*` benchmarks share one template, so they form one family,
+    `MMLUPro`, and an unseen-task fold takes them together. An MMLU subject is its own family."""
+    tasks, families = [], []
+    with open(path, encoding="utf-8") as fh:  # not splitlines(): prompts hold U+2028 and friends
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                if "dataset" in row:
+                    tasks.append(str(row["dataset"]))
+                    families.append(tasks[-1].split("_")[0])
+                else:
+                    tasks.append(str(row.get("subject", "?")))
+                    families.append(tasks[-1])
+    return np.array(tasks), np.array(families)
+
+
+@dataclass
+class DataSet:
+    data: Labelled
+    feats: tuple[np.ndarray, list[str]]
+    tasks: np.ndarray
+    families: np.ndarray
+
+    def take(self, idx: np.ndarray) -> DataSet:
+        d = self.data
+        sub = Labelled([d.ids[i] for i in idx], [d.messages[i] for i in idx], d.weak[idx], d.strong[idx], d.group[idx])
+        return DataSet(sub, (self.feats[0][idx], [self.feats[1][i] for i in idx]), self.tasks[idx],
+                       self.families[idx])
+
+
+def pooled(parts: list[DataSet]) -> tuple[Labelled, tuple[np.ndarray, list[str]]]:
+    """One training set from several files, each file its own group (balanced weights in train)."""
+    data = Labelled([i for p in parts for i in p.data.ids], [m for p in parts for m in p.data.messages],
+                    np.concatenate([p.data.weak for p in parts]), np.concatenate([p.data.strong for p in parts]),
+                    np.concatenate([np.full(len(p.data.ids), g) for g, p in enumerate(parts)]))
+    return data, (np.vstack([p.feats[0] for p in parts]), [t for p in parts for t in p.feats[1]])
+
+
+def fold_indices(families: np.ndarray, by_task: bool, seed: int) -> list[np.ndarray]:
+    """FOLDS disjoint test index sets covering every row: random, or whole task families at a time."""
+    rng = np.random.default_rng(seed)
+    if not by_task:
+        return np.array_split(rng.permutation(len(families)), FOLDS)
+    # Whole families, largest first, each to the currently smallest fold: folds of similar size.
+    names, counts = np.unique(families, return_counts=True)
+    order = np.lexsort((rng.random(len(names)), -counts))
+    folds: list[list[str]] = [[] for _ in range(FOLDS)]
+    sizes = np.zeros(FOLDS)
+    for i in order:
+        k = int(np.argmin(sizes))
+        folds[k].append(names[i])
+        sizes[k] += counts[i]
+    return [np.flatnonzero(np.isin(families, f)) for f in folds]
+
+
+def task_mean(train: DataSet, test: DataSet) -> np.ndarray:
+    gain = train.data.strong - train.data.weak
+    means = {t: gain[train.tasks == t].mean() for t in np.unique(train.tasks)}
+    return np.array([means.get(t, gain.mean()) for t in test.tasks])
+
+
+def curve_row(name: str, scores: np.ndarray, test: Labelled) -> dict:
     curve = routing_curve(scores, test.weak, test.strong)
     return {"router": name, "APGR": apgr(curve), "CPT50": cpt(curve, 0.5), "CPT80": cpt(curve, 0.8)}
+
+
+def summarise(name: str, per_fold: list[dict]) -> dict:
+    values = {k: [f[k] for f in per_fold] for k in ("APGR", "CPT50", "CPT80")}
+    return {"router": name, **{k: float(np.mean(v)) for k, v in values.items()},
+            "APGR_sd": float(np.std(values["APGR"])), "APGR_folds": values["APGR"]}
 
 
 def baselines(test: Labelled, seed: int) -> dict[str, np.ndarray]:
@@ -55,6 +128,42 @@ def baselines(test: Labelled, seed: int) -> dict[str, np.ndarray]:
         "prompt length": np.array([float(read_conversation(m).total_chars) for m in test.messages]),
         "LiteLLM complexity_router": np.array([litellm_score(m) for m in test.messages]),
     }
+
+
+def percentile(scores: np.ndarray) -> np.ndarray:
+    """Ranks within one fold, so out-of-fold scores of different models can share one curve."""
+    return (np.argsort(np.argsort(scores, kind="stable"), kind="stable") + 0.5) / len(scores)
+
+
+def folded(sets: dict[str, DataSet], by_task: bool, seed: int, ceiling: bool) -> tuple[list[dict], dict]:
+    """Train per fold on the other folds of every file; per file, each router's summary and
+    out-of-fold scores (fold percentiles) for the curve."""
+    folds = {name: fold_indices(ds.families, by_task, seed) for name, ds in sets.items()}
+    per_fold: dict[str, dict[str, list[dict]]] = {name: {} for name in sets}
+    oof: dict[str, dict[str, np.ndarray]] = {name: {} for name in sets}
+    for k in range(FOLDS):
+        trains = {n: ds.take(np.setdiff1d(np.arange(len(ds.tasks)), folds[n][k])) for n, ds in sets.items()}
+        data, feats = pooled(list(trains.values()))
+        model = train(data, features=feats)
+        for name, ds in sets.items():
+            test = ds.take(folds[name][k])
+            scores = {"qroute learned": np.array([model.score(m) for m in test.data.messages]),
+                      **baselines(test.data, seed + k)}
+            if ceiling:
+                scores[CEILING] = task_mean(trains[name], test)
+            for router, s in scores.items():
+                per_fold[name].setdefault(router, []).append(curve_row(router, s, test.data))
+                oof[name].setdefault(router, np.zeros(len(ds.tasks)))[folds[name][k]] = percentile(s)
+        print(f"  fold {k + 1}/{FOLDS} done", flush=True)
+    kind = "unseen tasks" if by_task else "held-out"
+    evaluations, curves = [], {}
+    for name, ds in sets.items():
+        label = f"{kind} {name} ({FOLDS}-fold)"
+        rows = [summarise(router, folds_) for router, folds_ in per_fold[name].items()]
+        evaluations.append({"name": label, "rows": len(ds.tasks), "folds": FOLDS, "routers": rows})
+        curves[label] = {r: pgr_curve(s, ds.data.weak, ds.data.strong) for r, s in oof[name].items()}
+        print(label, {r["router"]: round(r["APGR"], 3) for r in rows}, flush=True)
+    return evaluations, curves
 
 
 def latency(messages: list, score_fn, repeat: int = 1) -> dict:
@@ -73,19 +182,28 @@ def plot(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4.6), sharey=True)
-    for ax, (title, per_router) in zip(np.atleast_1d(axes), curves.items(), strict=True):
+    cols = 2
+    rows = (len(curves) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.2 * rows), sharey=True, squeeze=False)
+    for ax, (title, per_router) in zip(axes.flat, curves.items(), strict=False):
         for name, (x, y) in per_router.items():
-            ax.plot(x * 100, y * 100, label=name, linewidth=2 if name.startswith("qroute") else 1.2)
+            style = {"linewidth": 2} if name.startswith("qroute") else {"linewidth": 1.1}
+            if name == CEILING:
+                style = {"linewidth": 1, "linestyle": "--", "color": "grey"}
+            ax.plot(x * 100, y * 100, label=name, **style)
         ax.axhline(100, color="grey", linestyle=":", linewidth=0.8)
-        ax.set_title(title)
-        ax.set_xlabel("requests sent to the cloud (%)")
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("quality gap recovered (%)")
-    np.atleast_1d(axes)[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle("Picking a threshold: cloud share against quality recovered")
+    for ax in axes[-1]:
+        ax.set_xlabel("requests sent to the cloud (%)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("quality gap recovered (%)")
+    axes.flat[0].legend(loc="lower right", fontsize=7)
+    for ax in list(axes.flat)[len(curves):]:
+        ax.set_visible(False)
+    fig.suptitle("Picking a threshold: cloud share against quality recovered (held-out: out-of-fold scores)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 def markdown(results: dict) -> str:
@@ -93,7 +211,8 @@ def markdown(results: dict) -> str:
     for ev in results["evaluations"]:
         for row in ev["routers"]:
             bold = "**" if row["router"].startswith("qroute") else ""
-            lines.append(f"| {ev['name']} | {bold}{row['router']}{bold} | {bold}{row['APGR']:.3f}{bold} | "
+            spread = f" ± {row['APGR_sd']:.3f}" if "APGR_sd" in row else ""
+            lines.append(f"| {ev['name']} | {bold}{row['router']}{bold} | {bold}{row['APGR']:.3f}{bold}{spread} | "
                          f"{row['CPT50']:.1f}% | {row['CPT80']:.1f}% |")
     lat = results["latency"]
     lines += ["", "| scoring latency, one query at a time | p50 ms | p99 ms |", "|---|---:|---:|"]
@@ -107,48 +226,33 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "router_eval.json")
     args = parser.parse_args()
-    rng = np.random.default_rng(args.seed)
 
-    sets = {}
+    sets: dict[str, DataSet] = {}
     for name, file in FILES.items():
         data = load_labelled([DATA / file])
-        sets[name] = (data, featurize(data.messages))
-        print(f"loaded {name}: {len(data.ids)} rows", flush=True)
+        sets[name] = DataSet(data, featurize(data.messages), *load_tasks(DATA / file))
+        print(f"loaded {name}: {len(data.ids)} rows, {len(np.unique(sets[name].tasks))} tasks", flush=True)
 
-    splits = {}
-    for name, (data, feats) in sets.items():
-        order = rng.permutation(len(data.ids))
-        cut = int(0.8 * len(order))
-        splits[name] = (subset(data, feats, order[:cut]), subset(data, feats, order[cut:]))
-
-    # Held-out: one model on both training parts, each file its own group (balanced weights).
-    (m_tr, m_tr_f), (r_tr, r_tr_f) = splits["mmlu"][0], splits["routerarena"][0]
-    pooled = Labelled(m_tr.ids + r_tr.ids, m_tr.messages + r_tr.messages, np.concatenate([m_tr.weak, r_tr.weak]),
-                      np.concatenate([m_tr.strong, r_tr.strong]),
-                      np.concatenate([np.zeros(len(m_tr.ids), int), np.ones(len(r_tr.ids), int)]))
-    pooled_f = (np.vstack([m_tr_f[0], r_tr_f[0]]), m_tr_f[1] + r_tr_f[1])
-    print("training on the pooled 80% parts ...", flush=True)
-    held_model = train(pooled, features=pooled_f)
-    evaluations = [
-        (f"held-out {name} (20%)", held_model, splits[name][1][0]) for name in sets
-    ]
+    results: dict = {"seed": args.seed, "folds": FOLDS, "evaluations": []}
+    curves: dict = {}
+    for by_task in (False, True):
+        print("unseen-task folds ..." if by_task else "held-out folds ...", flush=True)
+        evaluations, fold_curves = folded(sets, by_task, args.seed, ceiling=not by_task)
+        results["evaluations"] += evaluations
+        curves.update(fold_curves)
     for src, dst in (("mmlu", "routerarena"), ("routerarena", "mmlu")):
         print(f"training on all of {src} ...", flush=True)
-        model = train(sets[src][0], features=sets[src][1])
-        evaluations.append((f"cross: {src} -> {dst}", model, sets[dst][0]))
-
-    results: dict = {"seed": args.seed, "evaluations": []}
-    curves: dict = {}
-    for name, model, test in evaluations:
-        ours = np.array([model.score(m) for m in test.messages])
-        scores = {"qroute learned": ours, **baselines(test, args.seed)}
-        rows = [evaluate(router, s, test) for router, s in scores.items()]
+        model = train(sets[src].data, features=sets[src].feats)
+        test = sets[dst].data
+        scores = {"qroute learned": np.array([model.score(m) for m in test.messages]), **baselines(test, args.seed)}
+        name = f"cross: {src} -> {dst}"
+        rows = [curve_row(router, s, test) for router, s in scores.items()]
         results["evaluations"].append({"name": name, "rows": len(test.ids), "routers": rows})
         curves[name] = {router: pgr_curve(s, test.weak, test.strong) for router, s in scores.items()}
         print(name, {r["router"]: round(r["APGR"], 3) for r in rows}, flush=True)
 
     bundled = LearnedScorer.from_paths()
-    sample = [m for data, _ in sets.values() for m in data.messages[:: max(1, len(data.ids) // 1500)]]
+    sample = [m for ds in sets.values() for m in ds.data.messages[:: max(1, len(ds.data.ids) // 1500)]]
     sample += [[{"role": "user", "content": q}] for q in (
         "请对比华东精工和南方重工两家公司的产品线、客户结构和毛利率，分别列举优劣势，并给出合作建议。" * 4,
         "华东精工的客服电话是多少？", "字" * 100_000)]
