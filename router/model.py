@@ -87,36 +87,22 @@ class ComplexityModel:
             out.append(c * min(max((v - m) / s, -Z_CLIP), Z_CLIP) if s > 0 else PRIORS.get(name, 0.0) * v)
         return out
 
-    def _ngram_logit(self, ask: str) -> tuple[float, list[tuple[str, float]]]:
+    def _ngram_parts(self, ask: str) -> tuple[list[str], np.ndarray]:
+        """Each n-gram of the ask and what it adds to the decision (0 outside the vocabulary):
+        sklearn's sublinear, l2-normalised TF-IDF times the coefficients, on arrays."""
         grams = char_ngrams(ngram_text(ask), *self.ngram_range)
-        weights: list[tuple[str, float, float]] = []
-        norm = 0.0
-        for gram, count in grams.items():
-            entry = self.vocab.get(gram)
-            if entry is None:
-                continue
-            value = (1.0 + math.log(count)) * entry[0]
-            norm += value * value
-            weights.append((gram, value, entry[1]))
-        if not weights:
-            return 0.0, []
-        norm = math.sqrt(norm)
-        parts = [(gram, value / norm * coef) for gram, value, coef in weights]
-        return sum(p for _, p in parts), parts
-
-    def _ngram_decision(self, ask: str) -> float:
-        """What `_ngram_logit` adds, computed on arrays (the request path; explain keeps the parts)."""
-        grams = char_ngrams(ngram_text(ask), *self.ngram_range)
-        if not grams:
-            return 0.0
-        rows = np.fromiter(map(self._row.get, grams, repeat(0, len(grams))), dtype=np.intp, count=len(grams))
-        values = (1.0 + np.log(np.fromiter(grams.values(), dtype=float, count=len(grams)))) * self._idf[rows]
+        count = len(grams)
+        rows = np.fromiter(map(self._row.get, grams, repeat(0, count)), dtype=np.intp, count=count)
+        values = (1.0 + np.log(np.fromiter(grams.values(), dtype=float, count=count))) * self._idf[rows]
         norm = math.sqrt(float(values @ values))
-        return float(values @ self._coef[rows]) / norm if norm > 0 else 0.0
+        return list(grams), (values * self._coef[rows] / norm if norm > 0 else np.zeros(count))
+
+    def _ngram_logit(self, ask: str) -> float:
+        return float(self._ngram_parts(ask)[1].sum())
 
     def decision(self, conv: Conversation, domain_terms: frozenset[str] = frozenset()) -> float:
         values = extract(conv, domain_terms)
-        return self.intercept + sum(self._feature_logits(values)) + self._ngram_decision(conv.ask)
+        return self.intercept + sum(self._feature_logits(values)) + self._ngram_logit(conv.ask)
 
     def to_score(self, decision: float) -> float:
         """The share of training requests with a lower decision: 0.8 means more complex than 80%
@@ -143,7 +129,9 @@ class ComplexityModel:
         conv = read_conversation(messages)
         values = extract(conv, domain_terms)
         logits = self._feature_logits(values)
-        ngram_logit, parts = self._ngram_logit(conv.ask)
+        grams, adds = self._ngram_parts(conv.ask)
+        ngram_logit = float(adds.sum())
+        parts = [(gram, float(add)) for gram, add in zip(grams, adds, strict=True) if add != 0.0]
         contributions = []
         for i, (name, value, logit) in enumerate(zip(self.feature_names, values, logits, strict=True)):
             high, low = FEATURE_WORDS[name]
