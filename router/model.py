@@ -87,7 +87,7 @@ class ComplexityModel:
             out.append(c * min(max((v - m) / s, -Z_CLIP), Z_CLIP) if s > 0 else PRIORS.get(name, 0.0) * v)
         return out
 
-    def _ngram_parts(self, ask: str) -> tuple[list[str], np.ndarray]:
+    def _ngram_parts(self, ask: str) -> tuple[Counter[str], np.ndarray]:
         """Each n-gram of the ask and what it adds to the decision (0 outside the vocabulary):
         sklearn's sublinear, l2-normalised TF-IDF times the coefficients, on arrays."""
         grams = char_ngrams(ngram_text(ask), *self.ngram_range)
@@ -95,7 +95,7 @@ class ComplexityModel:
         rows = np.fromiter(map(self._row.get, grams, repeat(0, count)), dtype=np.intp, count=count)
         values = (1.0 + np.log(np.fromiter(grams.values(), dtype=float, count=count))) * self._idf[rows]
         norm = math.sqrt(float(values @ values))
-        return list(grams), (values * self._coef[rows] / norm if norm > 0 else np.zeros(count))
+        return grams, (values * self._coef[rows] / norm if norm > 0 else np.zeros(count))  # same order
 
     def _ngram_logit(self, ask: str) -> float:
         return float(self._ngram_parts(ask)[1].sum())
