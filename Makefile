@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-router bench-retrieval bench-rag train-router test-vllm test-flag clean
+.PHONY: setup demo test test-repeat lint bench bench-router bench-retrieval bench-rag train-router test-vllm test-flag clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,12 +19,21 @@ demo: $(STAMP)
 	  --dictionary examples/kb/dictionary.txt --index .qroute/kb-index --quiet
 	$(BIN)/qroute demo --config deploy/qroute.demo.yaml $(if $(filter 1 true yes,$(DEMO_EXIT)),--exit)
 
+# Lint, type-check, then the suite in a random order (module buckets; the seed is printed so a
+# failing order can be replayed with -p random_order --random-order-seed=N).
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -p random_order --random-order
+
+# The suite N times over (default 20), each run in a new random order: finds order- and
+# timing-dependent tests. Stops at the first failing run.
+test-repeat: $(STAMP)
+	for i in $$(seq $(or $(N),20)); do $(BIN)/python -m pytest -p random_order --random-order -x || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'

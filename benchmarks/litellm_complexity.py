@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from router.text import read_conversation
+from textkit.conversation import read_conversation
 
 CODE = ["function", "class", "def", "const", "let", "var", "import", "export", "return", "async", "await", "try",
         "catch", "exception", "error", "debug", "api", "endpoint", "request", "response", "database", "sql",

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,16 +34,12 @@ from typing import Any
 import aiohttp
 import yaml
 
+from simulator.harness import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 KEY = "sk-bench"
 MESSAGES = [{"role": "user", "content": "Summarise the benefits of continuous batching in two sentences."}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout_s: float = 90.0) -> None:

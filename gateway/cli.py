@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from gateway.settings import ConfigError, load_settings
+from gateway.settings import ConfigError, Settings, load_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -24,16 +24,33 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     host = args.host or settings.server.host
     port = args.port or settings.server.port
+    problem = preflight(settings)
+    if problem:
+        print(f"qroute: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.server.log_level.upper(), format=LOG_FORMAT)
     try:
         app = create_app(settings)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"qroute: invalid configuration: {exc}", file=sys.stderr)
         return 2
     uvicorn.run(app, host=host, port=port, log_level=settings.server.log_level,
                 access_log=settings.server.log_level == "debug", loop="uvloop", http="httptools",
                 timeout_keep_alive=30)
     return 0
+
+
+def preflight(settings: Settings) -> str | None:
+    """What would make start-up fail, found before any server or connection exists, in one line."""
+    from retrieval.errors import RetrievalError
+    from retrieval.index import read_manifest
+
+    if settings.retrieval.index:
+        try:
+            read_manifest(settings.retrieval.index)
+        except RetrievalError as exc:
+            return f"retrieval.index: {exc}"
+    return None
 
 
 def _sim(args: argparse.Namespace) -> int:
@@ -88,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="vLLM >= 0.11 sends 'reasoning' (default); older versions 'reasoning_content'")
     sim.set_defaults(func=_sim)
 
-    from retrieval.cli import add_retrieval_parsers
-    from router.cli import add_route_parser
+    from gateway.commands.index import add_retrieval_parsers
+    from gateway.commands.route import add_route_parser
 
     add_route_parser(sub)
     add_retrieval_parsers(sub)

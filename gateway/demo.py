@@ -128,7 +128,7 @@ def run_demo(config_path: str, exit_after_table: bool) -> int:
     settings = load_settings(config_path)
     host, port = settings.server.host, settings.server.port
     upstream_ports = [8000, 8001]
-    busy = [p for p in [*upstream_ports, port] if not _port_free(host, p)]
+    busy = [taken for taken in [*upstream_ports, port] if not _port_free(host, taken)]
     if busy:
         print(f"qroute demo: port(s) {busy} on {host} are in use; stop what holds them first.", file=sys.stderr)
         return 1
@@ -137,8 +137,8 @@ def run_demo(config_path: str, exit_after_table: bool) -> int:
         subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", config_path]),
     ]
     try:
-        for p in [*upstream_ports, port]:
-            _wait_port(host, p)
+        for listening in [*upstream_ports, port]:
+            _wait_port(host, listening)
         client = OpenAI(base_url=f"http://{host}:{port}/v1", api_key=DEMO_KEY, max_retries=0)
         rows = [_ask(client, q, model, extra, settings) for q, model, extra in SAMPLE_QUERIES]
         print_table(rows)

@@ -5,6 +5,8 @@
     ├── Unauthorized          401 invalid_api_key
     ├── ModelNotFound         404 model_not_found
     ├── PayloadTooLarge       413 request_too_large
+    ├── RetrievalFailed       500 retrieval_error (the search itself failed)
+    │   └── RetrievalUnavailable 503 retrieval_unavailable (embedding or rerank endpoint down)
     └── UpstreamError         upstream's status for client errors, else 502/503/504
         ├── UpstreamTimeout   504 (connect, first token, idle or total timeout)
         └── UpstreamUnavailable 503 (connection refused, breaker open)
@@ -15,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+
+from gateway.protocol import ErrorDetail, ErrorResponse
 
 
 class GatewayError(Exception):
@@ -33,7 +37,8 @@ class GatewayError(Exception):
             self.status = status
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        detail = ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
+        return ErrorResponse(error=detail).model_dump()
 
     def json(self) -> bytes:
         return orjson.dumps(self.body())
@@ -67,6 +72,19 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class RetrievalFailed(GatewayError):
+    """Grounding was asked for and the search failed: the answer is not sent ungrounded."""
+
+    status = 500
+    type = "server_error"
+    code = "retrieval_error"
+
+
+class RetrievalUnavailable(RetrievalFailed):
+    status = 503
+    code = "retrieval_unavailable"
 
 
 class UpstreamError(GatewayError):

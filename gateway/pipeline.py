@@ -1,8 +1,10 @@
 """handle_chat(): one request's path, in order, free of FastAPI.
 
-resolve the route -> for each route in fallback order whose breaker allows it: build the body
-for that backend (LiteLLM mapping + thinking translation) -> call -> on a retryable failure
-before the first token, try the next route at once -> return a result or a primed stream.
+resolve the model and score the request (an unknown model is a 404 before any other work) ->
+ground it in the index when asked (the same context for every route) -> for each route in
+fallback order whose breaker allows it: build the body for that backend (LiteLLM mapping +
+thinking translation) -> call -> on a retryable failure before the first token, try the next
+route at once -> return a result or a primed stream.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +24,7 @@ from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, Upstrea
 from gateway.protocol import ChatCompletionRequest
 from gateway.rag import Grounding, RagService
 from gateway.routing import RouteDecision, RouteResolver, build_scorer
-from gateway.settings import Settings, Timeouts
+from gateway.settings import Settings, Timeouts, env_secret
 from gateway.streaming import client_events
 from gateway.upstreams.base import Upstream, prime
 from gateway.upstreams.breaker import CircuitBreaker
@@ -29,20 +32,23 @@ from gateway.upstreams.http_transport import HttpUpstream
 from gateway.upstreams.litellm_transport import LiteLLMUpstream
 from gateway.upstreams.provider import resolve_adapter
 from gateway.upstreams.thinking import needs_streamed_upstream, normalize_completion, requested_thinking
+from router.routes import Route
 
 log = logging.getLogger("qroute.pipeline")
+pause = asyncio.sleep  # between attempts, only when fallback.delay_ms asks for it
 
 
 @dataclass
 class ChatOutcome:
     decision: RouteDecision
-    route: str
+    route: Route
     model: str
     upstream_s: float
     attempts: list[str]
     result: dict[str, Any] | None = None
     frames: AsyncIterator[bytes] | None = None
     cost: float | None = None
+    grounding: Grounding | None = None
 
 
 @dataclass
@@ -72,44 +78,54 @@ class Gateway:
         self.settings = settings
         self.backends = backends if backends is not None else build_backends(settings)
         self.resolver = RouteResolver(settings, build_scorer(settings))
-        self.rag = RagService(settings.retrieval, settings.rag_default_keys())
+        self.rag = RagService(settings.retrieval, settings.rag_default_keys(), env_secret)
 
     async def start(self) -> None:
-        for backend in self.backends.values():
-            await backend.upstream.start()
+        """The index first: if it cannot be opened, no upstream session has been made to leak."""
         await self.rag.start()
+        started: list[Backend] = []
+        try:
+            for backend in self.backends.values():
+                await backend.upstream.start()
+                started.append(backend)
+        except BaseException:
+            for backend in started:
+                await backend.upstream.close()
+            raise
 
     async def close(self) -> None:
         for backend in self.backends.values():
             await backend.upstream.close()
 
-    def _route_order(self, first: str) -> list[str]:
+    def _route_order(self, first: Route) -> list[Route]:
         order = [first]
-        for route in self.settings.fallback.order.get(first, []):  # type: ignore[call-overload]
+        for route in self.settings.fallback.order.get(first, []):
             if route not in order:
                 order.append(route)
         return order[: self.settings.fallback.max_attempts]
 
     async def handle_chat(self, request: ChatCompletionRequest, data: dict[str, Any],
-                          state: RequestState | None = None, grounding: Grounding | None = None) -> ChatOutcome:
+                          state: RequestState | None = None) -> ChatOutcome:
+        state = state if state is not None else RequestState(request_id=uuid.uuid4().hex)
         # Scored on the client's own messages: the ask's complexity, not the context's length.
         decision = self.resolver.resolve(request.model, data["messages"])
-        if state is not None:
-            state.decision = decision  # so an error answer still carries the route and score
-        if grounding is not None:
+        state.decision = decision  # so an error answer still carries the route and score
+        grounding = None
+        if self.rag.wanted(request.rag, state.rag_header, state.client_key):
+            grounding = await self.rag.ground(data["messages"])
             data = {**data, "messages": grounding.messages}
         explicit_thinking = requested_thinking(data)
         attempts: list[str] = []
         upstream_s = 0.0
         last_error: UpstreamError | None = None
         for route in self._route_order(decision.route):
-            route_cfg = self.settings.routes[route]  # type: ignore[index]
+            route_cfg = self.settings.routes[route]
             backend = self.backends[route_cfg.backend]
             if not backend.breaker.allow():
                 attempts.append(f"{route}:circuit_open")
                 continue
             if last_error is not None and self.settings.fallback.delay_ms:
-                await asyncio.sleep(self.settings.fallback.delay_ms / 1000)
+                await pause(self.settings.fallback.delay_ms / 1000)
             thinking = route_cfg.thinking if explicit_thinking is None else explicit_thinking
             started = time.perf_counter()
             try:
@@ -129,7 +145,7 @@ class Gateway:
             attempts.append(f"{route}:ok")
             result, frames = outcome
             model = backend.upstream.adapter.model
-            done = ChatOutcome(decision, route, model, upstream_s, attempts)
+            done = ChatOutcome(decision, route, model, upstream_s, attempts, grounding=grounding)
             price = self.settings.price_for(model)
             if result is not None:
                 done.result = result
@@ -140,9 +156,9 @@ class Gateway:
         raise self._exhausted(attempts, last_error)
 
     async def _call(self, backend: Backend, request: ChatCompletionRequest, data: dict[str, Any],
-                    thinking: bool, state: RequestState | None,
+                    thinking: bool, state: RequestState,
                     ) -> tuple[dict[str, Any] | None, AsyncIterator[bytes] | None]:
-        request_id = state.request_id if state is not None else None
+        request_id = state.request_id
         upstream = backend.upstream
         adapter = upstream.adapter
         timeouts = backend.timeouts

@@ -1,18 +1,16 @@
-"""OpenAI wire models for what the gateway accepts, and the parsing that turns bytes into them.
+"""OpenAI wire models: the requests the gateway accepts and the bodies it builds itself.
 
-Unknown top-level fields are kept (extra="allow") and passed upstream, so vLLM or DashScope
-options such as `top_k` or `repetition_penalty` still work; known fields are validated so a
-bad value is a 400 naming the field, not an upstream 500.
+Unknown top-level request fields are kept (extra="allow") and passed upstream, so vLLM or
+DashScope options such as `top_k` or `repetition_penalty` still work; known fields are validated
+so a bad value is a 400 naming the field, not an upstream 500. Parsing bytes into these models
+lives in gateway/api/body.py.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
-
-from gateway.errors import InvalidRequest
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 
 class Message(BaseModel):
@@ -65,37 +63,92 @@ class ChatCompletionRequest(BaseModel):
         return v
 
 
-_request_adapter = TypeAdapter(ChatCompletionRequest)
+# --- responses --------------------------------------------------------------------------
 
 
-def _param(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
 
 
-def parse_chat_request(raw: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
-    """Validate the body; return the model and the raw dict (what is forwarded upstream)."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}",
-                             code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    try:
-        request = _request_adapter.validate_python(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = _param(first["loc"]) or None
-        raise InvalidRequest(f"Invalid value for '{param}': {first['msg']}", param=param) from None
-    return request, data
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
 
 
-def model_list(ids: list[tuple[str, str]], created: int) -> dict[str, Any]:
-    """OpenAI's list shape for GET /v1/models; each entry is (id, owned_by)."""
-    return {
-        "object": "list",
-        "data": [{"id": i, "object": "model", "created": created, "owned_by": owner} for i, owner in ids],
-    }
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="allow")  # completion_tokens_details and the like pass through
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class FunctionCall(BaseModel):
+    name: str = ""
+    arguments: str = ""
+
+
+class ToolCall(BaseModel):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall = Field(default_factory=FunctionCall)
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`content` is always sent (null with tool calls); reasoning and tool calls only when present."""
+        data: dict[str, Any] = handler(self)
+        for key in ("reasoning_content", "tool_calls"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str | None = None
+
+
+class ChatCompletion(BaseModel):
+    """What a non-streamed answer looks like when the gateway builds it (from a stream it
+    assembled); answers passed through from an upstream keep the upstream's own fields."""
+
+    id: str | None = None
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int | None = None
+    model: str | None = None
+    choices: list[Choice]
+    usage: Usage | None = None
+
+
+class Source(BaseModel):
+    id: int
+    doc_id: str
+    title: str = ""
+
+
+class RetrievalInfo(BaseModel):
+    """qroute's extension on grounded answers: `qroute.sources` and `qroute.retrieval_ms`."""
+
+    sources: list[Source]
+    retrieval_ms: float
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -2,7 +2,9 @@
 
 Asked for per request (`"rag": true` in the body, or header `x-qroute-rag: on`), or by default for
 listed client keys. The index is opened once at start-up; the search (jieba, BM25, embedding a
-query) runs in a worker thread so the event loop never waits on it.
+query) runs in a worker thread so the event loop never waits on it. Retrieval's own errors are
+translated here into OpenAI-shaped ones: a request that asked for grounding is never answered
+without it.
 """
 
 from __future__ import annotations
@@ -10,41 +12,53 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, RetrievalFailed, RetrievalUnavailable
+from gateway.protocol import RetrievalInfo, Source
 from gateway.settings import RetrievalConfig
-from router.text import read_conversation
+from retrieval.errors import BackendUnavailable, RetrievalError
+from retrieval.pipeline import Retriever, assemble_context
+from textkit.conversation import read_conversation
 
 log = logging.getLogger("qroute.rag")
+
+_ON = ("on", "true", "1", "yes")
+_OFF = ("off", "false", "0", "no")
 
 
 @dataclass
 class Grounding:
     messages: list[dict[str, Any]]
-    sources: list[dict[str, Any]]
+    sources: list[Source]
     retrieval_ms: float
 
     def header(self) -> str:
         """ASCII-safe JSON (doc ids may be Chinese; header values must be Latin-1)."""
-        return orjson.dumps([{"id": s["id"], "doc_id": s["doc_id"]} for s in self.sources]).decode() \
-            .encode("ascii", "backslashreplace").decode()
+        listed = [{"id": s.id, "doc_id": s.doc_id} for s in self.sources]
+        return orjson.dumps(listed).decode().encode("ascii", "backslashreplace").decode()
+
+    def info(self) -> RetrievalInfo:
+        return RetrievalInfo(sources=self.sources, retrieval_ms=round(self.retrieval_ms, 2))
 
 
 class RagService:
-    def __init__(self, config: RetrievalConfig, default_keys: frozenset[str]) -> None:
+    def __init__(self, config: RetrievalConfig, default_keys: frozenset[str],
+                 secrets: Callable[[str], str | None]) -> None:
         self.config = config
         self.default_keys = default_keys
-        self.retriever = None
+        self.secrets = secrets
+        self.retriever: Retriever | None = None
 
     async def start(self) -> None:
         if self.config.index:
-            from retrieval.pipeline import Retriever
-
-            self.retriever = await asyncio.to_thread(Retriever.open, self.config.index)
+            self.retriever = await asyncio.to_thread(
+                Retriever.open, self.config.index, embedder=self.config.embedder, reranker=self.config.reranker,
+                secrets=self.secrets)
             log.warning("retrieval index %s loaded: %d chunks", self.config.index, len(self.retriever.data.chunks))
 
     def wanted(self, body_flag: bool | None, header: str | None, client_key: str | None) -> bool:
@@ -52,9 +66,9 @@ class RagService:
             return body_flag
         if header:
             value = header.strip().lower()
-            if value in ("on", "true", "1", "yes"):
+            if value in _ON:
                 return True
-            if value in ("off", "false", "0", "no"):
+            if value in _OFF:
                 return False
             raise InvalidRequest("x-qroute-rag must be 'on' or 'off'.", param="x-qroute-rag")
         return self.config.default or (client_key is not None and client_key in self.default_keys)
@@ -63,11 +77,19 @@ class RagService:
         if self.retriever is None:
             raise InvalidRequest("Retrieval was asked for, but no index is configured (retrieval.index).",
                                  param="rag", code="rag_not_configured")
-        from retrieval.pipeline import assemble_context
-
         query = read_conversation(messages).ask
         started = time.perf_counter()
-        hits = await asyncio.to_thread(self.retriever.search, query, self.config.top_k)
+        try:
+            hits = await asyncio.to_thread(self.retriever.search, query, self.config.top_k)
+        except BackendUnavailable as exc:
+            log.warning("retrieval failed: %s", exc)
+            raise RetrievalUnavailable(f"Retrieval is unavailable: {exc}") from None
+        except RetrievalError as exc:
+            log.warning("retrieval failed: %s", exc)
+            raise RetrievalFailed(f"Retrieval failed: {exc}") from None
+        except Exception:
+            log.exception("retrieval failed unexpectedly")
+            raise RetrievalFailed("Retrieval failed while searching the index; see the gateway log.") from None
         context, sources = assemble_context(hits, self.config.budget_tokens)
         elapsed = (time.perf_counter() - started) * 1000
         if not context:
@@ -77,4 +99,4 @@ class RagService:
                 messages[lead].get("role") in ("system", "developer"):
             lead += 1  # the client's own instructions stay first
         grounded = [*messages[:lead], {"role": "system", "content": context}, *messages[lead:]]
-        return Grounding(grounded, sources, elapsed)
+        return Grounding(grounded, [Source(**s) for s in sources], elapsed)

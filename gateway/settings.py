@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-ROUTE_NAMES = ("local", "local-think", "cloud")
-RouteName = Literal["local", "local-think", "cloud"]
+from retrieval.specs import EmbedderSpec, RerankerSpec
+from router.routes import CLOUD, LOCAL, LOCAL_THINK, ROUTES, Route
 
 
 class Strict(BaseModel):
@@ -68,12 +68,13 @@ class RouteConfig(Strict):
     description: str = ""
 
 
+_DEFAULT_FALLBACK: dict[Route, list[Route]] = {LOCAL: [CLOUD], LOCAL_THINK: [CLOUD], CLOUD: [LOCAL]}
+
+
 class FallbackConfig(Strict):
     """Which route to try next when one fails before its first token."""
 
-    order: dict[RouteName, list[RouteName]] = Field(
-        default_factory=lambda: {"local": ["cloud"], "local-think": ["cloud"], "cloud": ["local"]}
-    )
+    order: dict[Route, list[Route]] = Field(default_factory=lambda: dict(_DEFAULT_FALLBACK))
     retry_statuses: list[int] = Field(default_factory=lambda: [408, 409, 429, 500, 502, 503, 504])
     max_attempts: int = Field(2, ge=1, le=5)
     # Pause before the next attempt. 0 by default: the next route is a different upstream.
@@ -119,6 +120,10 @@ class RetrievalConfig(Strict):
     budget_tokens: int = Field(1200, ge=100)  # context size in (estimated) tokens
     default: bool = False  # on for every request unless the request says otherwise
     default_keys_env: str | None = "QROUTE_RAG_KEYS"  # client keys for which it is on by default
+    # Where to compute query embeddings and rerank scores, when not where the index's manifest says
+    # (same model, another place: e.g. the production endpoint). Keys by environment variable only.
+    embedder: EmbedderSpec | None = None
+    reranker: RerankerSpec | None = None
 
 
 class Settings(BaseSettings):
@@ -129,7 +134,7 @@ class Settings(BaseSettings):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
     backends: dict[str, BackendConfig]
-    routes: dict[RouteName, RouteConfig]
+    routes: dict[Route, RouteConfig]
     fallback: FallbackConfig = FallbackConfig()
     breaker: BreakerConfig = BreakerConfig()
     prices: dict[str, Price] = Field(default_factory=dict)
@@ -138,7 +143,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _cross_check(self) -> Settings:
-        missing = [r for r in ROUTE_NAMES if r not in self.routes]
+        missing = [r for r in ROUTES if r not in self.routes]
         if missing:
             raise ValueError(f"routes: missing route(s) {missing}")
         for name, route in self.routes.items():
@@ -177,6 +182,11 @@ class Settings(BaseSettings):
 
 class ConfigError(Exception):
     """Invalid configuration; the message names the offending key."""
+
+
+def env_secret(var: str) -> str | None:
+    """A secret named by configuration (an `*_env` key), read from the environment when needed."""
+    return os.environ.get(var) or None
 
 
 def _keys_from_env(var: str | None) -> set[str]:

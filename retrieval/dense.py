@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from retrieval.errors import BackendUnavailable
 
 
 class Embedder(Protocol):
@@ -64,14 +66,15 @@ class OpenAIEmbedder:
         self.batch_size = batch_size
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = []
+        out: list[list[float]] = []
         for i in range(0, len(texts), self.batch_size):
             batch = list(texts[i:i + self.batch_size])
-            resp = self._client.post("/embeddings", json={"model": self.model, "input": batch})
-            if resp.status_code >= 400:
-                raise RuntimeError(f"embeddings endpoint returned {resp.status_code}: {resp.text[:200]}")
-            data = sorted(resp.json()["data"], key=lambda d: d["index"])
-            out.extend(d["embedding"] for d in data)
+            body = post_json(self._client, "/embeddings", {"model": self.model, "input": batch}, "embeddings")
+            try:
+                data = sorted(body["data"], key=lambda d: d["index"])
+                out.extend(d["embedding"] for d in data)
+            except (KeyError, TypeError) as exc:
+                raise BackendUnavailable(f"embeddings endpoint sent an unexpected body ({exc!r})") from None
         return _normalise(np.array(out, dtype=np.float32))
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
@@ -79,6 +82,23 @@ class OpenAIEmbedder:
 
     def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed(texts)
+
+
+def post_json(client: Any, path: str, payload: dict[str, Any], what: str) -> Any:
+    """POST and decode, with every failure (refused, timeout, error status, not JSON) turned into
+    BackendUnavailable naming the endpoint."""
+    import httpx
+
+    try:
+        resp = client.post(path, json=payload)
+    except httpx.HTTPError as exc:
+        raise BackendUnavailable(f"{what} endpoint {client.base_url} failed: {type(exc).__name__}: {exc}") from None
+    if resp.status_code >= 400:
+        raise BackendUnavailable(f"{what} endpoint returned {resp.status_code}: {resp.text[:200]}")
+    try:
+        return resp.json()
+    except ValueError:
+        raise BackendUnavailable(f"{what} endpoint sent a body that is not JSON") from None
 
 
 def check_model_path(path: str | Path, what: str) -> Path:

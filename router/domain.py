@@ -1,14 +1,12 @@
-"""Company, product and domain terms for the `domain_terms` feature: the same jieba user
-dictionary that retrieval uses, read by retrieval's loader (which also teaches jieba the terms)."""
+"""Company, product and domain terms for the router: its own dictionary file, parsed without side
+effects. They are counted by the `domain_terms` feature and kept whole by the router's segmenter."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from textkit.dictionary import read_dictionary
+
 
 def load_terms(path: str | Path | None) -> frozenset[str]:
-    if path is None:
-        return frozenset()
-    from retrieval.segment import load_user_dictionary
-
-    return frozenset(load_user_dictionary(path))
+    return frozenset(read_dictionary(path)) if path is not None else frozenset()

@@ -1,8 +1,9 @@
 """Cheap, bilingual (Chinese and English) complexity features of a conversation.
 
 Each feature is a number with a plain-words name, so `qroute route explain` can say what moved a
-score. Chinese is tokenized with jieba (HMM off: dictionary words only, which is faster and
-deterministic); Latin text with a regex. All inputs are already bounded by router.text.
+score. Chinese is cut by the extractor's own segmenter (jieba, HMM off: dictionary words only,
+which is faster and deterministic); Latin text with a regex. All inputs are already bounded by
+textkit.conversation.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import math
 import re
 from collections.abc import Iterable
 
-from router.text import Conversation
+from textkit.cjk import CJK_RANGES, CJK_RUN
+from textkit.conversation import Conversation
+from textkit.segmenter import Segmenter
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-_LATIN_TOKEN = re.compile(r"[A-Za-z]+|\d+(?:[.,]\d+)*|[^\sA-Za-z\d\u3400-\u9fff]")
+_LATIN_TOKEN = re.compile(rf"[A-Za-z]+|\d+(?:[.,]\d+)*|[^\sA-Za-z\d{CJK_RANGES}]")
 _NUMBER = re.compile(r"(?<![A-Za-z])\d+(?:[.,]\d+)*%?")
 _FORMULA = re.compile(r"[=+\-*/^√∑∫≤≥≠±×÷]|\\frac|\\sqrt|\\sum|\\int|\$[^$]+\$|\b(?:sin|cos|log|ln|lim)\b")
 _UNIT = re.compile(
@@ -76,37 +78,7 @@ FEATURE_WORDS: dict[str, tuple[str, str]] = {
     "lines": ("many lines", "few lines"),
 }
 
-_jieba = None
-
-
-def _jieba_cut(text: str) -> list[str]:
-    global _jieba
-    if _jieba is None:
-        import logging
-
-        import jieba
-
-        jieba.setLogLevel(logging.WARNING)
-        jieba.initialize()
-        _jieba = jieba
-    return _jieba.lcut(text, HMM=False)
-
-
 _JIEBA_CHARS = 400  # Chinese characters segmented exactly; beyond that, extrapolated
-
-
-def count_tokens(text: str) -> int:
-    """Words: jieba words for Chinese runs, regex tokens for the rest."""
-    runs = _CJK.findall(text)
-    cjk_chars = sum(len(r) for r in runs)
-    segmented, cut_chars, words = 0, 0, 0
-    for run in runs:
-        if cut_chars >= _JIEBA_CHARS:
-            break
-        words += len(_jieba_cut(run)) if len(run) > 1 else 1
-        cut_chars += len(run)
-    segmented = round(words * cjk_chars / cut_chars) if cut_chars else 0
-    return segmented + len(_LATIN_TOKEN.findall(_CJK.sub(" ", text)))
 
 
 def _count_any(text: str, needles: Iterable[str]) -> int:
@@ -117,34 +89,56 @@ def _log1(x: float) -> float:
     return math.log1p(x)
 
 
-def extract(conv: Conversation, domain_terms: frozenset[str] = frozenset()) -> list[float]:
-    """The feature vector, in FEATURE_NAMES order."""
-    ask = conv.ask
-    low = ask.lower()
-    cjk_chars = sum(len(r) for r in _CJK.findall(ask))
-    tokens = count_tokens(ask)
-    asks = _count_any(ask, _ASK_MARKERS_ZH) + _count_any(low, _ASK_MARKERS_EN)
-    questions = ask.count("?") + ask.count("？")
-    domain = sum(1 for term in domain_terms if term in ask) if domain_terms else 0
-    return [
-        _log1(tokens),
-        cjk_chars / max(len(ask), 1),
-        _log1(questions),
-        _log1(asks),
-        _log1(len(_BULLET.findall(ask))),
-        _log1(_count_any(ask, _REASON_ZH) + _count_any(low, _REASON_EN)),
-        _log1(len(_NUMBER.findall(ask))),
-        _log1(len(_FORMULA.findall(ask))),
-        _log1(len(_UNIT.findall(ask))),
-        _log1(_count_any(low, _CODE_TOKENS) + len(_CODE_LINE_END.findall(ask))),
-        _log1(_count_any(ask, _CONSTRAINT_ZH) + _count_any(low, _CONSTRAINT_EN)),
-        _log1(max(conv.turns - 1, 0)),
-        _log1(_count_any(ask, _FOLLOW_UP_ZH) + _count_any(low, _FOLLOW_UP_EN)) if conv.turns > 1 else 0.0,
-        _log1(domain),
-        _log1(conv.images),
-        _log1(len(_CHOICES.findall(ask))),
-        _log1(_count_any(ask, _LOOKUP_ZH) + _count_any(low, _LOOKUP_EN)),
-        _log1(len(conv.context) / 4),
-        _log1(len(conv.system) / 4),
-        _log1(ask.count("\n")),
-    ]
+class FeatureExtractor:
+    """Turns a conversation into the feature vector. Owns its segmenter: the router cuts text
+    exactly as at training time, plus its own configured domain terms, whatever else the
+    process has loaded."""
+
+    def __init__(self, segmenter: Segmenter | None = None, domain_terms: Iterable[str] = ()) -> None:
+        self.domain_terms = frozenset(domain_terms)
+        self.segmenter = segmenter if segmenter is not None else Segmenter(sorted(self.domain_terms))
+
+    def count_tokens(self, text: str) -> int:
+        """Words: jieba words for Chinese runs, regex tokens for the rest."""
+        runs = CJK_RUN.findall(text)
+        cjk_chars = sum(len(r) for r in runs)
+        cut_chars, words = 0, 0
+        for run in runs:
+            if cut_chars >= _JIEBA_CHARS:
+                break
+            words += len(self.segmenter.cut(run)) if len(run) > 1 else 1
+            cut_chars += len(run)
+        segmented = round(words * cjk_chars / cut_chars) if cut_chars else 0
+        return segmented + len(_LATIN_TOKEN.findall(CJK_RUN.sub(" ", text)))
+
+    def extract(self, conv: Conversation) -> list[float]:
+        """The feature vector, in FEATURE_NAMES order."""
+        ask = conv.ask
+        low = ask.lower()
+        cjk_chars = sum(len(r) for r in CJK_RUN.findall(ask))
+        tokens = self.count_tokens(ask)
+        asks = _count_any(ask, _ASK_MARKERS_ZH) + _count_any(low, _ASK_MARKERS_EN)
+        questions = ask.count("?") + ask.count("？")
+        domain = sum(1 for term in self.domain_terms if term in ask)
+        return [
+            _log1(tokens),
+            cjk_chars / max(len(ask), 1),
+            _log1(questions),
+            _log1(asks),
+            _log1(len(_BULLET.findall(ask))),
+            _log1(_count_any(ask, _REASON_ZH) + _count_any(low, _REASON_EN)),
+            _log1(len(_NUMBER.findall(ask))),
+            _log1(len(_FORMULA.findall(ask))),
+            _log1(len(_UNIT.findall(ask))),
+            _log1(_count_any(low, _CODE_TOKENS) + len(_CODE_LINE_END.findall(ask))),
+            _log1(_count_any(ask, _CONSTRAINT_ZH) + _count_any(low, _CONSTRAINT_EN)),
+            _log1(max(conv.turns - 1, 0)),
+            _log1(_count_any(ask, _FOLLOW_UP_ZH) + _count_any(low, _FOLLOW_UP_EN)) if conv.turns > 1 else 0.0,
+            _log1(domain),
+            _log1(conv.images),
+            _log1(len(_CHOICES.findall(ask))),
+            _log1(_count_any(ask, _LOOKUP_ZH) + _count_any(low, _LOOKUP_EN)),
+            _log1(len(conv.context) / 4),
+            _log1(len(conv.system) / 4),
+            _log1(ask.count("\n")),
+        ]

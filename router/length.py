@@ -1,4 +1,5 @@
-"""Placeholder scorer: longer prompts score higher. Replaced by the learned router (issue 3).
+"""The length scorer (`router.scorer: length`): longer prompts score higher. The baseline every
+learned router must beat.
 
 Characters are weighted so that CJK text (about one token per character) and English (about
 four characters per token) land on a similar scale; 600 tokens or more scores 1.0.
@@ -8,16 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.text import read_conversation
+from textkit.conversation import read_conversation
+from textkit.tokens import approx_tokens
 
 _SATURATION_TOKENS = 600.0
 # Past this many characters every text saturates, so longer prompts cost no more to score.
 _MAX_CHARS = 4 * int(_SATURATION_TOKENS) + 1
-
-
-def approx_tokens(text: str) -> float:
-    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
-    return cjk + (len(text) - cjk) / 4.0
 
 
 class LengthScorer:

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from router.features import FEATURE_NAMES, FEATURE_WORDS, extract
-from router.text import Conversation, read_conversation
+from router.features import FEATURE_NAMES, FEATURE_WORDS, FeatureExtractor
+from textkit.conversation import Conversation, read_conversation
 
 NGRAM_CHARS = 800  # the n-gram part reads at most this much of the ask
 Z_CLIP = 4.0  # standardized features are clipped: values far outside the training range add no more
@@ -100,8 +100,8 @@ class ComplexityModel:
     def _ngram_logit(self, ask: str) -> float:
         return float(self._ngram_parts(ask)[1].sum())
 
-    def decision(self, conv: Conversation, domain_terms: frozenset[str] = frozenset()) -> float:
-        values = extract(conv, domain_terms)
+    def decision(self, conv: Conversation, features: FeatureExtractor) -> float:
+        values = features.extract(conv)
         return self.intercept + sum(self._feature_logits(values)) + self._ngram_logit(conv.ask)
 
     def to_score(self, decision: float) -> float:
@@ -117,17 +117,17 @@ class ComplexityModel:
         frac = (decision - lo) / (hi - lo) if hi > lo else 0.0
         return (i - 1 + frac) / (len(q) - 1)
 
-    def score_conversation(self, conv: Conversation, domain_terms: frozenset[str] = frozenset()) -> float:
-        return self.to_score(self.decision(conv, domain_terms))
+    def score_conversation(self, conv: Conversation, features: FeatureExtractor) -> float:
+        return self.to_score(self.decision(conv, features))
 
-    def score(self, messages: Any, domain_terms: frozenset[str] = frozenset()) -> float:
-        return self.score_conversation(read_conversation(messages), domain_terms)
+    def score(self, messages: Any, features: FeatureExtractor) -> float:
+        return self.score_conversation(read_conversation(messages), features)
 
-    def explain(self, messages: Any, domain_terms: frozenset[str] = frozenset(),
+    def explain(self, messages: Any, features: FeatureExtractor,
                 ) -> tuple[float, list[Contribution], list[tuple[str, float]]]:
         """The score, each named feature's contribution, and the n-grams that moved it most."""
         conv = read_conversation(messages)
-        values = extract(conv, domain_terms)
+        values = features.extract(conv)
         logits = self._feature_logits(values)
         grams, adds = self._ngram_parts(conv.ask)
         ngram_logit = float(adds.sum())
@@ -139,7 +139,8 @@ class ComplexityModel:
             contributions.append(Contribution(name, high if above else low, value, logit))
         contributions.append(Contribution("wording", "wording like the training examples", 0.0, ngram_logit))
         parts.sort(key=lambda p: -abs(p[1]))
-        return self.score_conversation(conv, domain_terms), contributions, parts[:8]
+        decision = self.intercept + sum(logits) + ngram_logit
+        return self.to_score(decision), contributions, parts[:8]
 
     # --- storage --------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

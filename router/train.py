@@ -7,17 +7,17 @@ weighted to the same total, so a small data set is not drowned by a large one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
-from router.features import FEATURE_NAMES, extract
+from router.features import FEATURE_NAMES, FeatureExtractor
 from router.model import NGRAM_CHARS, Z_CLIP, ComplexityModel, ngram_text
-from router.text import read_conversation
+from textkit.conversation import read_conversation
+from textkit.jsonl import read_jsonl
 
 MIN_SUPPORT = 0.01  # a feature must be non-zero in at least 1% of rows to be learned
 QUANTILE_KNOTS = 201
@@ -35,15 +35,15 @@ class Labelled:
 def load_labelled(paths: Iterable[str | Path]) -> Labelled:
     ids, messages, weak, strong, group = [], [], [], [], []
     for gi, path in enumerate(paths):
+        def bad(number: int, reason: str, path: str | Path = path) -> NoReturn:
+            raise ValueError(f"{path}:{number}: need JSON with messages, weak, strong ({reason})")
+
         with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
+            for n, row in read_jsonl(fh, bad):
                 try:
-                    row = json.loads(line)
                     w, s = float(row["weak"]), float(row["strong"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    raise ValueError(f"{path}:{n}: need JSON with messages, weak, strong ({exc})") from None
+                except (KeyError, TypeError, ValueError) as exc:
+                    bad(n, f"{type(exc).__name__}: {exc}")
                 ids.append(str(row.get("id", f"{Path(path).stem}-{n}")))
                 messages.append(row.get("messages", []))
                 weak.append(w)
@@ -54,9 +54,12 @@ def load_labelled(paths: Iterable[str | Path]) -> Labelled:
     return Labelled(ids, messages, np.array(weak), np.array(strong), np.array(group))
 
 
-def featurize(messages: list[Any]) -> tuple[np.ndarray, list[str]]:
+def featurize(messages: list[Any], features: FeatureExtractor | None = None) -> tuple[np.ndarray, list[str]]:
+    """Feature rows and n-gram texts. Training uses the plain segmenter (no domain terms): a
+    deployment's terms are added at scoring time only, through its own extractor."""
+    features = features if features is not None else FeatureExtractor()
     convs = [read_conversation(m) for m in messages]
-    return np.array([extract(c) for c in convs], dtype=float), [ngram_text(c.ask) for c in convs]
+    return np.array([features.extract(c) for c in convs], dtype=float), [ngram_text(c.ask) for c in convs]
 
 
 def train(data: Labelled, c: float = 1.0, max_ngrams: int = 20000, ngram_range: tuple[int, int] = (1, 3),

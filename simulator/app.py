@@ -116,8 +116,7 @@ class SimulatedUpstream:
         if stream:
             await self._stream(body, thinking, receive, send, record)
         else:
-            await self._complete(body, thinking, send)
-            record["outcome"] = "completed"
+            await self._complete(body, thinking, send, record)
 
     async def _error(self, send: Any, status: int, message: str, code: str | None = None,
                      param: str | None = None) -> None:
@@ -134,7 +133,7 @@ class SimulatedUpstream:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def _complete(self, body: dict[str, Any], thinking: bool, send: Any) -> None:
+    async def _complete(self, body: dict[str, Any], thinking: bool, send: Any, record: dict[str, Any]) -> None:
         b = self.behaviour
         started = time.perf_counter()
         words, finish = wire.answer_tokens(body, b)
@@ -153,8 +152,10 @@ class SimulatedUpstream:
             "tool_calls" if call else finish,
             wire.usage(wire.count_prompt_tokens(body), n_out, len(thoughts)),
         )
-        await _raw(send, 200, orjson.dumps(result), b"application/json")
+        # Counted before the last byte leaves: a client that has its answer must see the count.
         self.stats["completed"] += 1
+        record["outcome"] = "completed"
+        await _raw(send, 200, orjson.dumps(result), b"application/json")
 
     async def _stream(self, body: dict[str, Any], thinking: bool, receive: Any, send: Any,
                       record: dict[str, Any]) -> None:
@@ -168,7 +169,7 @@ class SimulatedUpstream:
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
         sent = 0
         try:
-            first = {"role": "assistant", "content": ""}
+            first: dict[str, Any] = {"role": "assistant", "content": ""}
             if b.flavour == "vllm":
                 first["reasoning"] = None
             await self._pace(started, 0)
@@ -179,7 +180,7 @@ class SimulatedUpstream:
             thoughts = wire.reasoning_tokens(b) if thinking else []
             words, finish = wire.answer_tokens(body, b)
             call = wire.tool_call_for(body)
-            deltas = [{b.reasoning_field: t} for t in thoughts]
+            deltas: list[dict[str, Any]] = [{b.reasoning_field: t} for t in thoughts]
             if call:
                 args = call["arguments"]
                 pieces = [args[i:i + 8] for i in range(0, len(args), 8)]
@@ -204,9 +205,9 @@ class SimulatedUpstream:
             if (body.get("stream_options") or {}).get("include_usage"):
                 usage_body = wire.usage(wire.count_prompt_tokens(body), sent, len(thoughts))
                 await self._send_chunk(send, writer.usage_chunk(usage_body), disconnected)
-            await send({"type": "http.response.body", "body": wire.DONE, "more_body": False})
             self.stats["completed"] += 1
             record["outcome"] = "completed"
+            await send({"type": "http.response.body", "body": wire.DONE, "more_body": False})
         except _Disconnected:
             self.stats["disconnects"] += 1
             record["outcome"] = "disconnected"

@@ -3,9 +3,6 @@ tests talk to the gateway with the real `openai` SDK (or httpx for raw wire chec
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,50 +11,18 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 import yaml
 
 from gateway.app import create_app
 from gateway.settings import Settings, load_settings
 from simulator.app import SimulatedUpstream
 from simulator.behaviour import Behaviour
+from simulator.harness import ServerThread, free_port
+
+__all__ = ["ServerThread", "free_port"]
 
 CLIENT_KEY = "sk-test-client"
 ADMIN_KEY = "sk-test-admin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerThread:
-    """A uvicorn server on its own event loop in a daemon thread."""
-
-    def __init__(self, app: Any, port: int | None = None) -> None:
-        self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                loop="asyncio", lifespan="on", timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 def sim_behaviour(flavour: str) -> Behaviour:

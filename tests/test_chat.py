@@ -26,6 +26,11 @@ def test_client_request_id_is_kept_and_forwarded(gateway, local_sim):
     raw = gateway.client.chat.completions.with_raw_response.create(
         model="local", messages=user(), extra_headers={"x-request-id": "req-abc-123"})
     assert raw.headers["x-request-id"] == "req-abc-123"
+    assert local_sim[0].received[-1]["x-request-id"] == "req-abc-123"
+    raw = gateway.client.chat.completions.with_raw_response.create(
+        model="local", messages=user(), extra_headers={"x-request-id": "bad id <script>"})
+    assert raw.headers["x-request-id"] != "bad id <script>"  # an unsafe one is replaced...
+    assert local_sim[0].received[-1]["x-request-id"] == raw.headers["x-request-id"]  # ...and the new one sent on
 
 
 def test_streaming_with_usage(gateway):

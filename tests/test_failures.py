@@ -35,13 +35,13 @@ def test_streaming_falls_back_before_first_token(gateway, local_sim):
 
 
 def test_first_token_timeout_falls_back(gateway, local_sim):
-    local_sim[0].behaviour.update({"ttft_s": 5.0})  # gateway's first_token_s is 1.0 in tests
+    local_sim[0].behaviour.update({"ttft_s": 60.0})  # gateway's first_token_s is 1.0 in tests
     started = time.perf_counter()
     raw = gateway.client.chat.completions.with_raw_response.create(model="local", messages=user(), stream=True)
     list(raw.parse())
     assert raw.headers["x-qroute-route"] == "cloud"
     assert raw.headers["x-qroute-attempts"] == "local:504,cloud:ok"
-    assert time.perf_counter() - started < 3.0
+    assert time.perf_counter() - started < 30  # gave up on local after first_token_s, not its 60 s
 
 
 def test_non_streaming_timeout_falls_back(make_gateway, local_sim):
@@ -60,18 +60,29 @@ def test_hang_before_first_token_falls_back(gateway, local_sim):
     assert raw.headers["x-qroute-route"] == "cloud"
 
 
-def test_connection_refused_falls_back_within_50ms(make_gateway):
+class PauseRecorder:
+    """Stands in for the pipeline's pause between attempts and records what it was asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.mark.parametrize(("delay_ms", "pauses"), [(0, []), (40, [0.04])])
+def test_connection_refused_falls_back_at_once(make_gateway, monkeypatch, delay_ms, pauses):
+    pause = PauseRecorder()
+    monkeypatch.setattr("gateway.pipeline.pause", pause)
     dead = free_port()
-    gw = make_gateway(backends={"vllm-local": {
-        "provider": "hosted_vllm", "model": "Qwen/Qwen3-8B", "api_base": f"http://127.0.0.1:{dead}/v1"}})
-    gw.client.chat.completions.create(model="cloud", messages=user())  # warm the cloud connection
+    gw = make_gateway(fallback={"delay_ms": delay_ms}, backends={"vllm-local": {
+        "provider": "hosted_vllm", "model": "Qwen/Qwen3-8B", "api_base": f"http://127.0.0.1:{dead}/v1",
+        "timeouts": {"connect_s": 20}}})
     started = time.perf_counter()
     raw = gw.client.chat.completions.with_raw_response.create(model="local", messages=user())
-    elapsed = time.perf_counter() - started
     assert raw.headers["x-qroute-attempts"] == "local:503,cloud:ok"
-    # Zero-delay simulator: the whole request, refused attempt and fallback included, is fast;
-    # in particular no backoff sleep sits between the two attempts.
-    assert elapsed < 0.25
+    assert time.perf_counter() - started < 10  # a refusal is not waited on until connect_s (20 s)
+    assert pause.calls == pauses  # no pause between attempts unless fallback.delay_ms asks for one
 
 
 def test_non_retryable_upstream_error_is_returned_not_retried(gateway, local_sim, cloud_sim):
@@ -119,7 +130,7 @@ def test_mid_stream_hang_ends_with_error_after_idle_timeout(gateway, local_sim):
                              json={"model": "local", "messages": user(), "stream": True}) as r:
         frames = _sse_frames(r)
     assert frames[-1] == "[DONE]" and "timed out" in frames[-2]
-    assert 0.9 < time.perf_counter() - started < 3.0  # idle_s is 1.0 in tests
+    assert 0.9 < time.perf_counter() - started < 10  # idle_s is 1.0 in tests: ended by it, not later
 
 
 def _upstream_outcome(sim, request_id: str, wait_s: float) -> str:
@@ -142,17 +153,20 @@ def test_client_disconnect_cancels_upstream(gateway, local_sim):
     assert _upstream_outcome(local_sim[0], "leave-early", wait_s=3) == "disconnected"
 
 
-def test_client_disconnect_while_upstream_is_silent_cancels_upstream(gateway, local_sim):
+def test_client_disconnect_while_upstream_is_silent_cancels_upstream(make_gateway, local_sim):
+    slow = {"connect_s": 1, "first_token_s": 60, "idle_s": 60, "total_s": 120}
+    gw = make_gateway(backends={"vllm-local": {"provider": "hosted_vllm", "model": "Qwen/Qwen3-8B",
+                                               "api_base": f"{local_sim[1].base}/v1", "timeouts": slow}})
     local_sim[0].behaviour.update({"hang_after_tokens": 2})
-    with gateway.http.stream("POST", "/v1/chat/completions", headers={"x-request-id": "leave-silent"},
-                             json={"model": "local", "messages": user(), "stream": True}) as r:
+    with gw.http.stream("POST", "/v1/chat/completions", headers={"x-request-id": "leave-silent"},
+                        json={"model": "local", "messages": user(), "stream": True}) as r:
         next(r.iter_lines())
-    # Well before the gateway's own 1 s idle timeout would have closed it.
-    assert _upstream_outcome(local_sim[0], "leave-silent", wait_s=0.6) == "disconnected"
+    # The gateway's own idle timeout is 60 s here: only the client leaving can have closed it.
+    assert _upstream_outcome(local_sim[0], "leave-silent", wait_s=20) == "disconnected"
 
 
 def test_circuit_breaker_opens_then_probes(make_gateway, local_sim, cloud_sim):
-    gw = make_gateway(breaker={"failure_threshold": 2, "reset_after_s": 0.3})
+    gw = make_gateway(breaker={"failure_threshold": 2, "reset_after_s": 1.5})
     local_sim[0].behaviour.update({"fail_next": 2})
     for _ in range(2):
         gw.client.chat.completions.create(model="local", messages=user())
@@ -161,7 +175,7 @@ def test_circuit_breaker_opens_then_probes(make_gateway, local_sim, cloud_sim):
     raw = gw.client.chat.completions.with_raw_response.create(model="local", messages=user())
     assert raw.headers["x-qroute-attempts"] == "local:circuit_open,cloud:ok"
     assert local_sim[0].stats["requests"] == 2  # the open breaker kept the third request away
-    time.sleep(0.35)
+    time.sleep(1.6)
     raw = gw.client.chat.completions.with_raw_response.create(model="local", messages=user())
     assert raw.headers["x-qroute-attempts"] == "local:ok"  # the half-open probe succeeded
     assert gw.http.get("/readyz").json()["upstreams"]["vllm-local"]["breaker"] == "closed"

@@ -20,14 +20,15 @@ def test_healthz_needs_no_key(gateway):
     assert r.status_code == 200 and r.json() == {"status": "ok"}
 
 
-def test_readyz_reports_each_upstream(gateway):
+def test_readyz_reports_each_upstream(gateway, local_sim, cloud_sim):
     r = httpx.get(f"{gateway.base}/readyz")
     body = r.json()
     assert r.status_code == 200 and body["ready"] is True
     assert body["upstreams"]["vllm-local"] == {
         "reachable": True, "breaker": "closed", "consecutive_failures": 0,
-        "model": "Qwen/Qwen3-8B", "api_base": body["upstreams"]["vllm-local"]["api_base"],
+        "model": "Qwen/Qwen3-8B", "api_base": f"{local_sim[1].base}/v1",
     }
+    assert body["upstreams"]["dashscope"]["api_base"] == f"{cloud_sim[1].base}/v1"
     assert "api_key" not in r.text
 
 

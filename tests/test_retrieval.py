@@ -17,7 +17,7 @@ from retrieval.documents import read_documents
 from retrieval.fusion import minmax, rrf, top
 from retrieval.index import current_version, load_index
 from retrieval.pipeline import Retriever, assemble_context
-from retrieval.segment import add_terms, tokenize
+from retrieval.segment import SearchTokenizer
 
 QROUTE = [sys.executable, "-m", "gateway.cli"]
 
@@ -52,10 +52,12 @@ def test_bad_files_are_skipped_with_a_warning_naming_them(tmp_path, caplog):
         assert name in caplog.text
 
 
-def test_custom_dictionary_keeps_terms_whole():
-    assert "澜沧智造" not in tokenize("澜沧智造的产品")
-    add_terms(["澜沧智造"])
-    assert "澜沧智造" in tokenize("澜沧智造的产品")
+def test_custom_dictionary_keeps_terms_whole_in_its_own_tokenizer_only():
+    with_terms = SearchTokenizer(["澜沧智造"])
+    plain = SearchTokenizer()
+    assert "澜沧智造" in with_terms("澜沧智造的产品")
+    assert "澜沧智造" not in plain("澜沧智造的产品")  # the other tokenizer learned nothing
+    assert "澜沧智造" not in SearchTokenizer()("澜沧智造的产品")
 
 
 def test_fusion():

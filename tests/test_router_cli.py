@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
+
+from gateway.settings import load_settings
 
 QROUTE = [sys.executable, "-m", "gateway.cli", "route"]
 SAMPLE = [
@@ -90,3 +93,40 @@ def test_train_reports_bad_data(tmp_path):
     bad.write_text('{"id": 1, "messages": []}\n')
     out = run(["train", "--data", str(bad), "--out", str(tmp_path / "m.json.gz")])
     assert out.returncode == 2 and "weak" in out.stderr
+
+
+BASE_YAML = open("deploy/qroute.example.yaml").read().split("router:")[0]
+
+
+@pytest.mark.parametrize(
+    "router_block",
+    [
+        "router:   # the complexity router\n  scorer: learned  # keep me\n  t1: 0.6\n  t2: 0.8\n  state_file: null\n",
+        "router: {scorer: learned, t1: 0.6, t2: 0.8, state_file: null}  # flow style\n",
+        "router:\n  # thresholds come last\n  state_file: null\n",
+        "",
+    ],
+    ids=["comment-on-router-line", "flow-style", "no-thresholds-yet", "no-router-section"],
+)
+def test_calibrate_write_keeps_every_shape_intact(tmp_path, router_block):
+    config = tmp_path / "q.yaml"
+    config.write_text(BASE_YAML + router_block + "retrieval:\n  top_k: 5  # after the router\n")
+    before = yaml.safe_load(config.read_text())
+    sample = tmp_path / "s.jsonl"
+    sample.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": "x " * i}]}) for i in range(50)))
+    out = run(["calibrate", "--target-cloud-share", "0.3", "--sample", str(sample), "--config", str(config),
+               "--write"])
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    text = config.read_text()
+    after = yaml.safe_load(text)
+    assert text.count("\nrouter:") + text.startswith("router:") == 1  # one block, never a second one
+    assert after["router"]["t1"] == result["t1"] and after["router"]["t2"] == result["t2"]
+    for key, value in (before.get("router") or {}).items():
+        if key not in ("t1", "t2"):
+            assert after["router"][key] == value  # no key dropped
+    assert {k: v for k, v in after.items() if k != "router"} == {k: v for k, v in before.items() if k != "router"}
+    assert "# after the router" in text and "# CNY per million tokens" in text
+    if "# keep me" in router_block:
+        assert "# keep me" in text and "# the complexity router" in text
+    assert load_settings(config).router.t2 == result["t2"]

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from router.features import FEATURE_NAMES
+from router.features import FEATURE_NAMES, FeatureExtractor
 from router.learned import LearnedScorer
 from router.model import ComplexityModel, ngram_text
-from router.text import read_conversation
 from router.train import Labelled, featurize, train
+from textkit.conversation import read_conversation
 
 
 @pytest.fixture(scope="module")
@@ -124,15 +124,16 @@ def test_pure_python_scoring_matches_scikit_learn(tmp_path):
     for i, text in enumerate(samples):
         z = [0.0 if s == 0 else max(-4.0, min(4.0, (v - m) / s)) for v, m, s in zip(x_feat[i], model.mean, model.scale, strict=True)]
         expected = model.intercept + float(np.dot(z, model.coef)) + float((vec.transform([texts[i]]) @ ngram_coef)[0])
-        assert model.decision(read_conversation(user(text))) == pytest.approx(expected, abs=1e-4)
+        assert model.decision(read_conversation(user(text)), FeatureExtractor()) == pytest.approx(expected, abs=1e-4)
         assert texts[i] == ngram_text(text)
 
 
 def test_trained_model_ranks_its_hard_examples_higher(tmp_path):
     model = train(_tiny_data(), max_ngrams=500)
-    assert model.score(user("Prove the theorem and derive the bound step by step with numbers 3, 5 and 7."))\
-        > model.score(user("Who wrote Hamlet?"))
-    assert 0.0 <= model.score(user("anything")) <= 1.0
+    features = FeatureExtractor()
+    assert model.score(user("Prove the theorem and derive the bound step by step with numbers 3, 5 and 7."), features)\
+        > model.score(user("Who wrote Hamlet?"), features)
+    assert 0.0 <= model.score(user("anything"), features) <= 1.0
     assert model.feature_names == FEATURE_NAMES
 
 
@@ -155,13 +156,12 @@ def test_load_rejects_other_files(tmp_path):
 
 def test_domain_dictionary_terms_count(tmp_path):
     from router.domain import load_terms
-    from router.features import FEATURE_NAMES, extract
 
     path = tmp_path / "dict.txt"
     path.write_text("# terms\n澜沧智造 10 nz\n启明风控云\n", encoding="utf-8")
     terms = load_terms(path)
     assert terms == {"澜沧智造", "启明风控云"}
-    values = extract(read_conversation(user("澜沧智造想了解启明风控云")), terms)
+    values = FeatureExtractor(domain_terms=terms).extract(read_conversation(user("澜沧智造想了解启明风控云")))
     assert values[FEATURE_NAMES.index("domain_terms")] > 0
     assert load_terms(None) == frozenset()
 

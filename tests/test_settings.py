@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
 from gateway.settings import ConfigError, load_settings
-from tests.conftest import config_dict
+from tests.conftest import config_dict, free_port
 
 
 def _write(tmp_path, cfg) -> str:
@@ -76,3 +79,29 @@ def test_cli_serve_reports_bad_config(tmp_path, capsys):
     cfg["routes"]["cloud"]["backendd"] = "x"
     assert main(["serve", "--config", _write(tmp_path, cfg)]) == 2
     assert "routes.cloud.backendd" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("broken", ["missing", "no-manifest"])
+def test_serve_with_a_bad_index_says_so_in_one_line(tmp_path, broken):
+    """A real `qroute serve` process: one line on stderr, exit 2, no traceback, no leaked sessions."""
+    index = tmp_path / "kb-index"
+    if broken == "no-manifest":
+        (index / "v-1").mkdir(parents=True)
+        (index / "CURRENT").write_text("v-1")
+    cfg = _base()
+    cfg["retrieval"] = {"index": str(index)}
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config", _write(tmp_path, cfg),
+                          "--port", str(free_port())], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("qroute: retrieval.index: ") and str(index) in lines[0]
+    assert "Traceback" not in out.stderr and "Unclosed" not in out.stderr
+
+
+def test_serve_with_a_missing_router_model_says_so(tmp_path):
+    cfg = _base()
+    cfg["router"] = {"model_path": str(tmp_path / "none.json.gz")}
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config", _write(tmp_path, cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "none.json.gz" in out.stderr and "Traceback" not in out.stderr

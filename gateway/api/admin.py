@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from gateway.auth import key_matches, presented_key
 from gateway.errors import Forbidden, InvalidRequest, Unauthorized
+from gateway.routing import RouteResolver
 from router.decide import Thresholds
 
 router = APIRouter()
@@ -18,12 +21,12 @@ def _admin(request: Request) -> str:
     if not keys:
         raise Forbidden("No admin key is configured (auth.admin_keys or QROUTE_ADMIN_KEYS).")
     key = presented_key(request)
-    if not key_matches(key, keys):
+    if key is None or not key_matches(key, keys):
         raise Unauthorized("An admin key is required.")
     return f"admin key ...{key[-4:]}"
 
 
-def _body(resolver) -> dict:
+def _body(resolver: RouteResolver) -> dict[str, Any]:
     t = resolver.thresholds.current
     return {"t1": t.t1, "t2": t.t2, "scorer": resolver.scorer.name}
 

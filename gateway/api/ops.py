@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from gateway.auth import check_key
-from gateway.protocol import model_list
+from gateway.protocol import ModelCard, ModelList
 
 router = APIRouter()
 _STARTED = int(time.time())
@@ -18,8 +18,8 @@ _STARTED = int(time.time())
 async def list_models(request: Request) -> JSONResponse:
     check_key(request, request.app.state.client_keys)
     gateway = request.app.state.gateway
-    ids = [(i, "qroute") for i in gateway.resolver.model_ids()]
-    return JSONResponse(model_list(ids, _STARTED))
+    cards = [ModelCard(id=i, created=_STARTED, owned_by="qroute") for i in gateway.resolver.model_ids()]
+    return JSONResponse(ModelList(data=cards).model_dump())
 
 
 @router.get("/healthz")

@@ -88,6 +88,8 @@ def resolve_adapter(name: str, cfg: BackendConfig) -> ProviderAdapter:
     config = ProviderConfigManager.get_provider_chat_config(
         model=cfg.model, provider=litellm.LlmProviders(provider)
     )
+    if config is None:
+        raise ValueError(f"backends.{name}.provider: LiteLLM has no chat config for {cfg.provider}")
     url = config.get_complete_url(
         api_base=api_base, api_key=api_key, model=cfg.model, optional_params={}, litellm_params={}
     )

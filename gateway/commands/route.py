@@ -4,47 +4,41 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.config_file import set_keys
+from gateway.settings import ConfigError, RouterConfig, load_settings
 from router.calibrate import share_above, threshold_for_share
 from router.decide import Thresholds, decide
+from router.learned import LearnedScorer
+from textkit.jsonl import read_jsonl
 
 
-def _thresholds(config: str | None) -> tuple[Thresholds, Any]:
-    from gateway.settings import RouterConfig, load_settings
-
+def _thresholds(config: str | None) -> tuple[Thresholds, RouterConfig]:
     router_cfg = load_settings(config).router if config else RouterConfig()
     return Thresholds(router_cfg.t1, router_cfg.t2), router_cfg
 
 
-def _scorer(args: argparse.Namespace, router_cfg: Any):
-    from router.learned import LearnedScorer
-
+def _scorer(args: argparse.Namespace, router_cfg: RouterConfig) -> LearnedScorer:
     return LearnedScorer.from_paths(args.model or router_cfg.model_path, router_cfg.domain_dictionary)
 
 
-def _read_jsonl(stream) -> Any:
-    for n, line in enumerate(stream, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("not an object")
-        except ValueError as exc:
-            print(f"qroute route: line {n}: not a JSON object ({exc}); skipped", file=sys.stderr)
-            continue
-        yield row
+def _skip(number: int, reason: str) -> None:
+    print(f"qroute route: line {number}: {reason}; skipped", file=sys.stderr)
+
+
+def _rows(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    return (row for _, row in read_jsonl(lines, _skip))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     thresholds, router_cfg = _thresholds(args.config)
     scorer = _scorer(args, router_cfg)
     out = sys.stdout
-    for row in _read_jsonl(sys.stdin):
+    for row in _rows(sys.stdin):
         score = scorer.score(row.get("messages") or [])
         out.write(json.dumps({"id": row.get("id"), "score": round(score, 6), "route": decide(score, thresholds)},
                              ensure_ascii=False) + "\n")
@@ -75,7 +69,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     thresholds, router_cfg = _thresholds(args.config)
     scorer = _scorer(args, router_cfg)
     with open(args.sample, encoding="utf-8") as fh:
-        scores = [scorer.score(row.get("messages") or []) for row in _read_jsonl(fh)]
+        scores = [scorer.score(row.get("messages") or []) for row in _rows(fh)]
     t2 = threshold_for_share(scores, args.target_cloud_share)
     t1 = t2
     if args.target_think_share is not None:
@@ -90,31 +84,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if not args.config:
             print("qroute route calibrate: --write needs --config FILE", file=sys.stderr)
             return 2
-        write_thresholds(Path(args.config), result["t1"], result["t2"])
+        try:
+            write_thresholds(Path(args.config), result["t1"], result["t2"])
+        except ConfigError as exc:
+            print(f"qroute route calibrate: {exc}", file=sys.stderr)
+            return 2
         print(f"wrote router.t1={result['t1']} and router.t2={result['t2']} to {args.config}", file=sys.stderr)
     return 0
 
 
 def write_thresholds(path: Path, t1: float, t2: float) -> None:
     """Set router.t1/t2 in a YAML config, keeping its comments and layout."""
-    import yaml
-
-    text = path.read_text(encoding="utf-8")
-    block = re.search(r"^router:\s*\n((?:[ \t]+.*\n?|\s*\n)*)", text, re.MULTILINE)
-    if block:
-        body = block.group(1)
-        for key, value in (("t1", t1), ("t2", t2)):
-            pattern = re.compile(rf"^([ \t]+){key}:[ \t]*[^\s#]*", re.MULTILINE)
-            body = pattern.sub(lambda m, k=key, v=value: f"{m.group(1)}{k}: {v}", body, count=1) \
-                if pattern.search(body) else f"  {key}: {value}\n" + body
-        text = text[: block.start(1)] + body + text[block.end(1):]
-    else:
-        text += f"\nrouter:\n  t1: {t1}\n  t2: {t2}\n"
-    data = yaml.safe_load(text)
-    assert data["router"]["t1"] == t1 and data["router"]["t2"] == t2
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    set_keys(path, "router", {"t1": t1, "t2": t2})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -131,6 +112,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _guarded(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A bad config, model or sample file is one line on stderr and exit status 2."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return cmd(args)
+        except (ConfigError, OSError, ValueError) as exc:
+            print(f"qroute route: {exc}", file=sys.stderr)
+            return 2
+    return run
+
+
 def add_route_parser(sub: argparse._SubParsersAction) -> None:
     route = sub.add_parser("route", help="the complexity router: score, explain, calibrate, train")
     rsub = route.add_subparsers(dest="route_command", required=True)
@@ -141,13 +133,13 @@ def add_route_parser(sub: argparse._SubParsersAction) -> None:
 
     score = rsub.add_parser("score", help='stdin {"id","messages"} lines -> stdout {"id","score","route"} lines')
     common(score)
-    score.set_defaults(func=cmd_score)
+    score.set_defaults(func=_guarded(cmd_score))
 
     explain = rsub.add_parser("explain", help="score one text and say what moved it")
     explain.add_argument("text")
     explain.add_argument("--top", type=int, default=6)
     common(explain)
-    explain.set_defaults(func=cmd_explain)
+    explain.set_defaults(func=_guarded(cmd_explain))
 
     calibrate = rsub.add_parser("calibrate", help="thresholds that send a share of a traffic sample to the cloud")
     calibrate.add_argument("--target-cloud-share", type=float, required=True)
@@ -156,11 +148,11 @@ def add_route_parser(sub: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--sample", required=True, help='JSON lines with "messages"')
     calibrate.add_argument("--write", action="store_true", help="write the thresholds into --config")
     common(calibrate)
-    calibrate.set_defaults(func=cmd_calibrate)
+    calibrate.set_defaults(func=_guarded(cmd_calibrate))
 
     train = rsub.add_parser("train", help="train the complexity model on labelled outcomes")
     train.add_argument("--data", nargs="+", required=True, help='JSON lines {"id","messages","weak","strong"}')
     train.add_argument("--out", default="router-model.json.gz")
     train.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength")
     train.add_argument("--max-ngrams", type=int, default=20000)
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=_guarded(cmd_train))
