@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.litellm_complexity import ranking_score as litellm_score  # noqa: E402
+from router.features import FeatureExtractor  # noqa: E402
 from router.learned import LearnedScorer  # noqa: E402
 from router.metrics import apgr, cpt, pgr_curve, routing_curve  # noqa: E402
 from router.train import Labelled, featurize, load_labelled, train  # noqa: E402
@@ -42,6 +43,7 @@ from textkit.conversation import read_conversation  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "router"
 FILES = {"mmlu": "mmlu_gpt4_vs_mixtral.jsonl", "routerarena": "routerarena_gemini_vs_haiku.jsonl"}
 RESULTS = ROOT / "benchmarks" / "results"
+FEATURES = FeatureExtractor()  # the plain segmenter, as at training time
 
 
 CEILING = "task mean (ceiling: needs the task label)"
@@ -147,7 +149,7 @@ def folded(sets: dict[str, DataSet], by_task: bool, seed: int, ceiling: bool) ->
         model = train(data, features=feats)
         for name, ds in sets.items():
             test = ds.take(folds[name][k])
-            scores = {"qroute learned": np.array([model.score(m) for m in test.data.messages]),
+            scores = {"qroute learned": np.array([model.score(m, FEATURES) for m in test.data.messages]),
                       **baselines(test.data, seed + k)}
             if ceiling:
                 scores[CEILING] = task_mean(trains[name], test)
@@ -244,7 +246,8 @@ def main() -> int:
         print(f"training on all of {src} ...", flush=True)
         model = train(sets[src].data, features=sets[src].feats)
         test = sets[dst].data
-        scores = {"qroute learned": np.array([model.score(m) for m in test.messages]), **baselines(test, args.seed)}
+        scores = {"qroute learned": np.array([model.score(m, FEATURES) for m in test.messages]),
+                  **baselines(test, args.seed)}
         name = f"cross: {src} -> {dst}"
         rows = [curve_row(router, s, test) for router, s in scores.items()]
         results["evaluations"].append({"name": name, "rows": len(test.ids), "routers": rows})
