@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-repeat lint bench bench-router bench-retrieval bench-rag train-router test-vllm test-flag clean
+.PHONY: setup demo tools test test-repeat lint bench bench-router bench-retrieval bench-rag train-router test-vllm test-flag clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,9 +19,13 @@ demo: $(STAMP)
 	  --dictionary examples/kb/dictionary.txt --index .qroute/kb-index --quiet
 	$(BIN)/qroute demo --config deploy/qroute.demo.yaml $(if $(filter 1 true yes,$(DEMO_EXIT)),--exit)
 
+# System tools the tests need (prometheus, promtool), from Debian when missing.
+tools:
+	bash tests/tools.sh
+
 # Lint, type-check, then the suite in a random order (module buckets; the seed is printed so a
 # failing order can be replayed with -p random_order --random-order-seed=N).
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -p random_order --random-order

@@ -2,7 +2,8 @@
 
 Targets, all in front of the same zero-delay simulator (`qroute sim --zero-delay`):
   direct          the simulated vLLM itself (the baseline)
-  qroute          `qroute serve`, direct transport (the default)
+  qroute          `qroute serve`, direct transport (the default), metrics on (the default)
+  qroute-no-metrics  the same with `metrics.enabled: false`: what recording the metrics costs
   qroute-litellm  `qroute serve` with `transport: litellm` (litellm.acompletion per call)
   litellm-proxy   LiteLLM's own proxy (`litellm --config`), the peer users would otherwise pick
 
@@ -139,6 +140,7 @@ class Stack:
         self.logs: list[Any] = []
         self.local_port, self.cloud_port = free_port(), free_port()
         self.qroute_port, self.qroute_litellm_port, self.proxy_port = free_port(), free_port(), free_port()
+        self.no_metrics_port = free_port()
 
     def _spawn(self, args: list[str], log: str, env: dict[str, str] | None = None) -> None:
         out = open(self.workdir / log, "wb")
@@ -146,14 +148,15 @@ class Stack:
         self.procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                            env={**os.environ, **(env or {})}))
 
-    def _qroute_config(self, transport: str) -> Path:
+    def _qroute_config(self, transport: str, metrics: bool = True) -> Path:
         cfg = yaml.safe_load((ROOT / "deploy" / "qroute.example.yaml").read_text())
         cfg["auth"] = {"api_keys": [KEY], "api_keys_env": None}
         cfg["server"]["log_level"] = "warning"
+        cfg["metrics"] = {"enabled": metrics}
         for name, port in (("vllm-local", self.local_port), ("dashscope", self.cloud_port)):
             cfg["backends"][name]["api_base"] = f"http://127.0.0.1:{port}/v1"
             cfg["backends"][name]["transport"] = transport
-        path = self.workdir / f"qroute-{transport}.yaml"
+        path = self.workdir / f"qroute-{transport}{'' if metrics else '-no-metrics'}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         return path
 
@@ -178,6 +181,8 @@ class Stack:
                      "--cloud-port", str(self.cloud_port)], "sim.log")
         self._spawn([qroute, "serve", "--config", str(self._qroute_config("direct")),
                      "--port", str(self.qroute_port)], "qroute.log")
+        self._spawn([qroute, "serve", "--config", str(self._qroute_config("direct", metrics=False)),
+                     "--port", str(self.no_metrics_port)], "qroute-no-metrics.log")
         self._spawn([qroute, "serve", "--config", str(self._qroute_config("litellm")),
                      "--port", str(self.qroute_litellm_port)], "qroute-litellm.log")
         if self.with_proxy:
@@ -188,6 +193,7 @@ class Stack:
         wait_http(f"http://127.0.0.1:{self.local_port}/health")
         wait_http(f"http://127.0.0.1:{self.qroute_port}/healthz")
         wait_http(f"http://127.0.0.1:{self.qroute_litellm_port}/healthz")
+        wait_http(f"http://127.0.0.1:{self.no_metrics_port}/healthz")
         if self.with_proxy:
             wait_http(f"http://127.0.0.1:{self.proxy_port}/health/liveliness", timeout_s=180)
 
@@ -197,6 +203,8 @@ class Stack:
             Target("direct", f"http://127.0.0.1:{self.local_port}/v1/chat/completions", "Qwen/Qwen3-8B",
                    extra={"chat_template_kwargs": {"enable_thinking": False}}),
             Target("qroute", f"http://127.0.0.1:{self.qroute_port}/v1/chat/completions", "local", auth),
+            Target("qroute-no-metrics", f"http://127.0.0.1:{self.no_metrics_port}/v1/chat/completions", "local",
+                   auth),
             Target("qroute-litellm", f"http://127.0.0.1:{self.qroute_litellm_port}/v1/chat/completions",
                    "local", auth),
         ]
@@ -257,6 +265,12 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{r['c50_p50_ms']:.1f} / {r['c50_p99_ms']:.1f} | {ratio} |")
         lines.append("")
     lines.append(f"Machine: {results['machine']}. Simulator with zero delay and 48-token answers.")
+    lines.append("")
+    for mode in ("non-streaming", "streaming"):
+        on, off = results[mode]["qroute"], results[mode]["qroute-no-metrics"]
+        lines.append(f"Metrics cost ({mode}): added p50 {on['added_p50_ms'] - off['added_p50_ms']:+.3f} ms, "
+                     f"p99 {on['added_p99_ms'] - off['added_p99_ms']:+.3f} ms (qroute minus qroute-no-metrics; "
+                     "budget +0.1 ms p50).")
     return "\n".join(lines)
 
 
@@ -304,8 +318,10 @@ def main() -> int:
     args.out.with_suffix(".md").write_text(table + "\n")
     print("\n" + table)
     qr = results["non-streaming"]["qroute"]
+    off = results["non-streaming"]["qroute-no-metrics"]
     print(f"\nqroute non-streaming added latency p50 {qr['added_p50_ms']:.2f} ms (target <= 1.5), "
-          f"p99 {qr['added_p99_ms']:.2f} ms (target <= 5)")
+          f"p99 {qr['added_p99_ms']:.2f} ms (target <= 5); metrics add {qr['added_p50_ms'] - off['added_p50_ms']:+.3f} "
+          "ms p50 (budget 0.1)")
     return 0
 
 

@@ -14,14 +14,16 @@ from gateway.api import admin, chat, ops
 from gateway.context import headers_for, request_state
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.pipeline import Gateway
-from gateway.settings import Settings
+from gateway.settings import LOG_FORMAT, Settings, config_path_from_environment, load_settings
 
 log = logging.getLogger("qroute")
 
 
 def error_response(request: Request, err: GatewayError) -> Response:
-    headers = headers_for(request_state(request), None, None)
-    return Response(err.json(), status_code=err.status, media_type="application/json", headers=headers)
+    """The error in OpenAI's shape; a chat request is also finished (counted) with it here."""
+    state = request_state(request)
+    request.app.state.gateway.finish_with_error(state, err)
+    return Response(err.json(), status_code=err.status, media_type="application/json", headers=headers_for(state))
 
 
 def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
@@ -34,6 +36,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
             yield
         finally:
             await gw.close()
+            gw.metrics.process_exiting()
 
     app = FastAPI(title="qroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gw
@@ -65,3 +68,10 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
         return error_response(request, err)
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app factory each `qroute serve --workers N` worker process calls."""
+    settings = load_settings(config_path_from_environment())
+    logging.basicConfig(level=settings.server.log_level.upper(), format=LOG_FORMAT)
+    return create_app(settings)

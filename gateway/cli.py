@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-from gateway.settings import ConfigError, Settings, load_settings
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+from gateway.settings import CONFIG_ENV, LOG_FORMAT, ConfigError, Settings, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -30,14 +35,38 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=settings.server.log_level.upper(), format=LOG_FORMAT)
     try:
-        app = create_app(settings)
+        app = create_app(settings)  # with several workers, only to fail here, once, on a bad config
     except (ValueError, OSError) as exc:
         print(f"qroute: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=host, port=port, log_level=settings.server.log_level,
-                access_log=settings.server.log_level == "debug", loop="uvloop", http="httptools",
-                timeout_keep_alive=30)
+    options: dict[str, Any] = {
+        "host": host, "port": port, "log_level": settings.server.log_level, "loop": "uvloop", "http": "httptools",
+        "access_log": settings.server.log_level == "debug", "timeout_keep_alive": 30}
+    if args.workers <= 1:
+        uvicorn.run(app, **options)
+        return 0
+    with worker_environment(Path(args.config).resolve(), settings.metrics.multiproc_dir, port):
+        uvicorn.run("gateway.app:app_from_environment", factory=True, workers=args.workers, **options)
     return 0
+
+
+@contextlib.contextmanager
+def worker_environment(config: Path, metrics_dir: str | None, port: int) -> Iterator[None]:
+    """What worker processes read at start: the config path, and prometheus-client's multiprocess
+    folder. Each gateway instance gets a folder of its own (a new one unless configured), emptied
+    first, so a restart or a second instance on the same host never mixes or wipes counts."""
+    own = metrics_dir is None
+    folder = Path(tempfile.mkdtemp(prefix=f"qroute-metrics-{port}-")) if own else Path(str(metrics_dir))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ[CONFIG_ENV] = str(config)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if own:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def preflight(settings: Settings) -> str | None:
@@ -85,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="YAML config file")
     serve.add_argument("--host", default=None, help="bind address (default: server.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default: server.port, 4000)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes (default 1); /metrics sums them (prometheus-client multiprocess mode)")
     serve.set_defaults(func=_serve)
 
     sim = sub.add_parser("sim", help="simulated vLLM and DashScope upstreams (tests, demo, benchmarks)")
@@ -105,11 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="vLLM >= 0.11 sends 'reasoning' (default); older versions 'reasoning_content'")
     sim.set_defaults(func=_sim)
 
+    from gateway.commands.cost import add_cost_parser
     from gateway.commands.index import add_retrieval_parsers
+    from gateway.commands.report import add_report_parser
     from gateway.commands.route import add_route_parser
 
     add_route_parser(sub)
     add_retrieval_parsers(sub)
+    add_cost_parser(sub)
+    add_report_parser(sub)
 
     demo = sub.add_parser("demo", help="start simulators and gateway, send sample queries, print a table")
     demo.add_argument("--config", default="deploy/qroute.demo.yaml")

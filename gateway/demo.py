@@ -1,7 +1,8 @@
 """`qroute demo`: simulated backends + the gateway, sample queries through the real openai client.
 
 Prints one row per query (complexity score, route, time to first token, total time, tokens,
-cost in CNY), then keeps serving until Ctrl-C unless asked to exit.
+cost in CNY as the gateway priced it in the stream's usage), then spend and savings read back from
+the gateway's own /metrics, then keeps serving until Ctrl-C unless asked to exit.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.cost import cost_cny
-from gateway.settings import Settings, load_settings
+from gateway import scrape
+from gateway.commands.report import report_from_samples, write_report
+from gateway.settings import load_settings
 
 DEMO_KEY = "sk-qroute-demo"
+REPORT_PNG = ".qroute/demo-report.png"
 
 SAMPLE_QUERIES: list[tuple[str, str, dict[str, Any]]] = [
     ("What is the capital of France?", "auto", {}),
@@ -45,7 +48,6 @@ class Row:
     total_s: float
     tokens: int
     cost: float | None
-    cloud_cost: float | None
     sources: int
 
 
@@ -63,7 +65,7 @@ def _port_free(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) != 0
 
 
-def _ask(client: Any, query: str, model: str, extra: dict[str, Any], settings: Settings) -> Row:
+def _ask(client: Any, query: str, model: str, extra: dict[str, Any]) -> Row:
     started = time.perf_counter()
     raw = client.chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": query}], stream=True,
@@ -71,21 +73,17 @@ def _ask(client: Any, query: str, model: str, extra: dict[str, Any], settings: S
     )
     ttft = None
     usage: dict[str, Any] | None = None
-    served_model = ""
     for chunk in raw.parse():
-        served_model = chunk.model or served_model
         if ttft is None and chunk.choices and (chunk.choices[0].delta.content
                                                or getattr(chunk.choices[0].delta, "reasoning_content", None)):
             ttft = time.perf_counter() - started
         if chunk.usage:
             usage = chunk.usage.model_dump()
     total = time.perf_counter() - started
-    cloud_model = settings.backends[settings.routes["cloud"].backend].model
     return Row(
         query=query, score=raw.headers.get("x-qroute-score", "?"), route=raw.headers.get("x-qroute-route", "?"),
         ttft_s=ttft or total, total_s=total, tokens=(usage or {}).get("completion_tokens", 0),
-        cost=cost_cny(settings.price_for(served_model), usage),
-        cloud_cost=cost_cny(settings.price_for(cloud_model), usage),
+        cost=(usage or {}).get("qroute_cost_cny"),
         sources=len(json.loads(raw.headers.get("x-qroute-sources", "[]"))),
     )
 
@@ -107,7 +105,7 @@ def _short(text: str, width: int = 34) -> str:
     return out + " " * (width - used)
 
 
-def print_table(rows: list[Row]) -> None:
+def print_table(rows: list[Row], spent: scrape.Spend, metrics_url: str) -> None:
     print(f"\n{'query':<36}{'score':>7}  {'route':<12}{'ttft s':>8}{'total s':>9}{'tokens':>8}{'cost CNY':>12}"
           f"{'sources':>9}")
     print("-" * 101)
@@ -115,11 +113,10 @@ def print_table(rows: list[Row]) -> None:
         cost = f"{r.cost:.6f}" if r.cost is not None else "n/a"
         print(f"{_short(r.query, 36)}{r.score:>7}  {r.route:<12}"
               f"{r.ttft_s:>8.3f}{r.total_s:>9.3f}{r.tokens:>8}{cost:>12}{r.sources or '':>9}")
-    spent = sum(r.cost or 0.0 for r in rows)
-    all_cloud = sum(r.cloud_cost or 0.0 for r in rows)
     print("-" * 101)
-    print(f"spent {spent:.6f} CNY; all-cloud would have cost {all_cloud:.6f} CNY "
-          f"(saved {all_cloud - spent:.6f} CNY)")
+    routes = ", ".join(f"{route} {cny:.6f}" for route, cny in sorted(spent.by_route.items()))
+    print(f"from {metrics_url}: spent {spent.cost_cny:.6f} CNY ({routes}); all-cloud would have cost "
+          f"{spent.cloud_equivalent_cny:.6f} CNY (saved {spent.saved_cny:.6f} CNY)")
 
 
 def run_demo(config_path: str, exit_after_table: bool) -> int:
@@ -140,8 +137,12 @@ def run_demo(config_path: str, exit_after_table: bool) -> int:
         for listening in [*upstream_ports, port]:
             _wait_port(host, listening)
         client = OpenAI(base_url=f"http://{host}:{port}/v1", api_key=DEMO_KEY, max_retries=0)
-        rows = [_ask(client, q, model, extra, settings) for q, model, extra in SAMPLE_QUERIES]
-        print_table(rows)
+        rows = [_ask(client, q, model, extra) for q, model, extra in SAMPLE_QUERIES]
+        metrics_url = f"http://{host}:{port}/metrics"
+        samples = scrape.fetch(metrics_url, DEMO_KEY)
+        print_table(rows, scrape.spend(samples), metrics_url)
+        write_report(report_from_samples(samples, source=metrics_url), REPORT_PNG)
+        print(f"report: {REPORT_PNG} (qroute report --metrics {metrics_url} --out FILE)")
         if exit_after_table:
             return 0
         print(f"\ngateway serving on http://{host}:{port}/v1 (key {DEMO_KEY}); Ctrl-C to stop", flush=True)

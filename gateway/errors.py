@@ -25,6 +25,7 @@ class GatewayError(Exception):
     status = 500
     type = "server_error"
     code: str | None = "internal_error"
+    outcome = "internal_error"  # the `outcome` label of qroute_requests_total (gateway/metrics.py)
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
                  status: int | None = None) -> None:
@@ -48,30 +49,35 @@ class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
     code = "invalid_value"
+    outcome = "client_error"
 
 
 class Unauthorized(GatewayError):
     status = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
+    outcome = "unauthorized"
 
 
 class Forbidden(GatewayError):
     status = 403
     type = "invalid_request_error"
     code = "forbidden"
+    outcome = "unauthorized"
 
 
 class ModelNotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
+    outcome = "client_error"
 
 
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+    outcome = "client_error"
 
 
 class RetrievalFailed(GatewayError):
@@ -80,6 +86,7 @@ class RetrievalFailed(GatewayError):
     status = 500
     type = "server_error"
     code = "retrieval_error"
+    outcome = "retrieval_error"
 
 
 class RetrievalUnavailable(RetrievalFailed):
@@ -93,6 +100,7 @@ class UpstreamError(GatewayError):
     status = 502
     type = "upstream_error"
     code = "upstream_error"
+    outcome = "upstream_error"
 
     def __init__(self, message: str, *, backend: str, status: int | None = None, retryable: bool = True,
                  param: str | None = None, code: str | None = None) -> None:
@@ -102,16 +110,19 @@ class UpstreamError(GatewayError):
         if self.status < 500:
             # The upstream rejected the request itself: tell the client as a request error.
             self.type = "invalid_request_error" if self.status != 429 else "rate_limit_error"
+            self.outcome = "upstream_rejected"
 
 
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
+    outcome = "upstream_timeout"
 
 
 class UpstreamUnavailable(UpstreamError):
     status = 503
     code = "upstream_unavailable"
+    outcome = "upstream_unavailable"
 
 
 def sse_error(err: GatewayError) -> bytes:

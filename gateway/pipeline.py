@@ -4,7 +4,8 @@ resolve the model and score the request (an unknown model is a 404 before any ot
 ground it in the index when asked (the same context for every route) -> for each route in
 fallback order whose breaker allows it: build the body for that backend (LiteLLM mapping +
 thinking translation) -> call -> on a retryable failure before the first token, try the next
-route at once -> return a result or a primed stream.
+route at once -> return a result or a primed stream. The request's record (`RequestState`) is
+priced and finished here, or by the stream when it ends; errors are finished by the app's handler.
 """
 
 from __future__ import annotations
@@ -13,52 +14,63 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from gateway.aggregate import assemble
-from gateway.context import RequestState
-from gateway.cost import cost_cny
+from gateway.context import Attempt, RequestState, Served
+from gateway.cost import CostModel, TokenUsage
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.metrics import Recorder, build_recorder
 from gateway.protocol import ChatCompletionRequest
 from gateway.rag import Grounding, RagService
-from gateway.routing import RouteDecision, RouteResolver, build_scorer
+from gateway.routing import RouteResolver, build_scorer
 from gateway.settings import Settings, Timeouts, env_secret
 from gateway.streaming import client_events
 from gateway.upstreams.base import Upstream, prime
-from gateway.upstreams.breaker import CircuitBreaker
+from gateway.upstreams.breaker import BreakerState, CircuitBreaker
 from gateway.upstreams.http_transport import HttpUpstream
 from gateway.upstreams.litellm_transport import LiteLLMUpstream
+from gateway.upstreams.load import BackendLoad, Occupancy
 from gateway.upstreams.provider import resolve_adapter
 from gateway.upstreams.thinking import needs_streamed_upstream, normalize_completion, requested_thinking
+from router.decide import Thresholds
 from router.routes import Route
+from textkit.conversation import full_text
+from textkit.tokens import approx_tokens
 
 log = logging.getLogger("qroute.pipeline")
 pause = asyncio.sleep  # between attempts, only when fallback.delay_ms asks for it
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass
 class ChatOutcome:
-    decision: RouteDecision
-    route: Route
-    model: str
-    upstream_s: float
-    attempts: list[str]
+    """What the HTTP layer renders: a JSON result or SSE frames, and the grounding used. `account`
+    records the request (metrics) and is called once the answer is out, so recording never adds
+    to the client's latency."""
+
     result: dict[str, Any] | None = None
     frames: AsyncIterator[bytes] | None = None
-    cost: float | None = None
     grounding: Grounding | None = None
+    account: Callable[[], None] = _nothing
 
 
 @dataclass
 class Backend:
+    name: str
     upstream: Upstream
     breaker: CircuitBreaker
     timeouts: Timeouts
+    load: BackendLoad = field(default_factory=BackendLoad)
 
 
-def build_backends(settings: Settings) -> dict[str, Backend]:
+def build_backends(settings: Settings, metrics: Recorder) -> dict[str, Backend]:
     retry = frozenset(settings.fallback.retry_statuses)
     backends: dict[str, Backend] = {}
     for name, cfg in settings.backends.items():
@@ -68,17 +80,27 @@ def build_backends(settings: Settings) -> dict[str, Backend]:
             upstream = LiteLLMUpstream(adapter, cfg.timeouts, retry)
         else:
             upstream = HttpUpstream(adapter, cfg.timeouts, cfg.max_connections, retry)
-        breaker = CircuitBreaker(settings.breaker.failure_threshold, settings.breaker.reset_after_s)
-        backends[name] = Backend(upstream, breaker, cfg.timeouts)
+
+        def changed(state: BreakerState, backend: str = name) -> None:
+            metrics.breaker_changed(backend, state.value)
+
+        breaker = CircuitBreaker(settings.breaker.failure_threshold, settings.breaker.reset_after_s,
+                                 on_change=changed)
+        backends[name] = Backend(name, upstream, breaker, cfg.timeouts)
     return backends
 
 
 class Gateway:
-    def __init__(self, settings: Settings, backends: dict[str, Backend] | None = None) -> None:
+    def __init__(self, settings: Settings, backends: dict[str, Backend] | None = None,
+                 metrics: Recorder | None = None) -> None:
         self.settings = settings
-        self.backends = backends if backends is not None else build_backends(settings)
+        self.metrics = metrics if metrics is not None else build_recorder(settings)
+        self.backends = backends if backends is not None else build_backends(settings, self.metrics)
         self.resolver = RouteResolver(settings, build_scorer(settings))
         self.rag = RagService(settings.retrieval, settings.rag_default_keys(), env_secret)
+        self.costs = CostModel(settings)
+        self.metrics.thresholds_changed(self.resolver.thresholds.current)
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """The index first: if it cannot be opened, no upstream session has been made to leak."""
@@ -92,10 +114,29 @@ class Gateway:
             for backend in started:
                 await backend.upstream.close()
             raise
+        self._watcher = asyncio.create_task(self._watch_thresholds())
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         for backend in self.backends.values():
             await backend.upstream.close()
+
+    async def _watch_thresholds(self, every_s: float = 1.0) -> None:
+        """Follow threshold changes made by the other workers of this gateway (the state file)."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                if self.resolver.thresholds.reload_if_changed():
+                    self.metrics.thresholds_changed(self.resolver.thresholds.current)
+            except Exception:  # a watcher that dies would silently stop following changes
+                log.exception("reading the router state file failed")
+
+    def set_thresholds(self, new: Thresholds, who: str) -> Thresholds:
+        """Ops changed the thresholds (PUT /admin/router): persisted, switched, exported."""
+        current = self.resolver.thresholds.update(new, who)
+        self.metrics.thresholds_changed(current)
+        return current
 
     def _route_order(self, first: Route) -> list[Route]:
         order = [first]
@@ -106,33 +147,39 @@ class Gateway:
 
     async def handle_chat(self, request: ChatCompletionRequest, data: dict[str, Any],
                           state: RequestState | None = None) -> ChatOutcome:
-        state = state if state is not None else RequestState(request_id=uuid.uuid4().hex)
+        state = state if state is not None else RequestState(request_id=uuid.uuid4().hex, chat=True)
         # Scored on the client's own messages: the ask's complexity, not the context's length.
-        decision = self.resolver.resolve(request.model, data["messages"])
-        state.decision = decision  # so an error answer still carries the route and score
+        scoring_started = time.perf_counter()
+        state.decision = self.resolver.resolve(request.model, data["messages"])
+        state.scoring_s = time.perf_counter() - scoring_started
         grounding = None
         if self.rag.wanted(request.rag, state.rag_header, state.client_key):
-            grounding = await self.rag.ground(data["messages"])
+            retrieval_started = time.perf_counter()
+            try:
+                grounding = await self.rag.ground(data["messages"])
+            finally:
+                state.retrieval_s = time.perf_counter() - retrieval_started
             data = {**data, "messages": grounding.messages}
         explicit_thinking = requested_thinking(data)
-        attempts: list[str] = []
-        upstream_s = 0.0
         last_error: UpstreamError | None = None
-        for route in self._route_order(decision.route):
+        for route in self._route_order(state.decision.route):
             route_cfg = self.settings.routes[route]
             backend = self.backends[route_cfg.backend]
             if not backend.breaker.allow():
-                attempts.append(f"{route}:circuit_open")
+                state.attempts.append(Attempt(route, "circuit_open"))
                 continue
             if last_error is not None and self.settings.fallback.delay_ms:
                 await pause(self.settings.fallback.delay_ms / 1000)
             thinking = route_cfg.thinking if explicit_thinking is None else explicit_thinking
+            occupancy = backend.load.enter()
+            self.metrics.backend_entered(backend.name)
             started = time.perf_counter()
             try:
-                outcome = await self._call(backend, request, data, thinking, state)
+                result, frames = await self._call(backend, request, data, thinking, state)
             except UpstreamError as exc:
-                upstream_s += time.perf_counter() - started
-                attempts.append(f"{route}:{exc.status}")
+                state.upstream_s += time.perf_counter() - started
+                self._leave(backend, occupancy)
+                state.attempts.append(Attempt(route, str(exc.status)))
                 if not exc.retryable:
                     backend.breaker.record_success()  # it answered; the request itself is at fault
                     raise
@@ -140,33 +187,36 @@ class Gateway:
                 last_error = exc
                 log.warning("route %s failed before its first token: %s", route, exc.message)
                 continue
-            upstream_s += time.perf_counter() - started
+            except BaseException:
+                self._leave(backend, occupancy)
+                raise
+            state.upstream_s += time.perf_counter() - started
             backend.breaker.record_success()
-            attempts.append(f"{route}:ok")
-            result, frames = outcome
-            model = backend.upstream.adapter.model
-            done = ChatOutcome(decision, route, model, upstream_s, attempts, grounding=grounding)
-            price = self.settings.price_for(model)
-            if result is not None:
-                done.result = result
-                done.cost = cost_cny(price, result.get("usage"))
-            else:
-                done.frames = frames
-            return done
-        raise self._exhausted(attempts, last_error)
+            state.attempts.append(Attempt(route, "ok"))
+            state.served = Served(route, backend.name, backend.upstream.adapter.model)
+            state.overhead_s = state.elapsed() - state.upstream_s
+            if frames is None:
+                assert result is not None
+                self._price(state, backend, occupancy, TokenUsage.from_openai(result.get("usage")))
+                _attach_cost(result, state.cost_cny)
+                return ChatOutcome(result=result, grounding=grounding, account=partial(self.finish, state, "ok"))
+            state.first_token_s = state.elapsed()
+            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+            end = self._stream_end(state, backend, occupancy, data)
+            return ChatOutcome(frames=client_events(frames, include_usage, end), grounding=grounding,
+                               account=end.account)
+        raise self._exhausted(state, last_error)
 
     async def _call(self, backend: Backend, request: ChatCompletionRequest, data: dict[str, Any],
                     thinking: bool, state: RequestState,
-                    ) -> tuple[dict[str, Any] | None, AsyncIterator[bytes] | None]:
+                    ) -> tuple[dict[str, Any] | None, Any]:
         request_id = state.request_id
         upstream = backend.upstream
         adapter = upstream.adapter
         timeouts = backend.timeouts
         if request.stream:
             body = adapter.build_body(data, thinking, stream=True)
-            primed = await prime(upstream, body, timeouts.first_token_s, request_id)
-            include_usage = bool(request.stream_options and request.stream_options.include_usage)
-            return None, client_events(primed, include_usage, self._stream_done(backend))
+            return None, await prime(upstream, body, timeouts.first_token_s, request_id)
         if needs_streamed_upstream(adapter.provider, thinking, client_streams=False):
             body = adapter.build_body(data, thinking, stream=True)
             primed = await prime(upstream, body, timeouts.first_token_s, request_id)
@@ -180,15 +230,34 @@ class Gateway:
         body = adapter.build_body(data, thinking, stream=False)
         return normalize_completion(await upstream.complete(body, request_id)), None
 
-    @staticmethod
-    def _stream_done(backend: Backend):
-        def done(usage: dict[str, Any] | None, error: GatewayError | None, disconnected: bool) -> None:
-            if error is not None:
-                backend.breaker.record_failure()
-        return done
+    # --- accounting ---------------------------------------------------------------------------
+    def _leave(self, backend: Backend, occupancy: Occupancy) -> tuple[float, float]:
+        self.metrics.backend_left(backend.name)
+        return backend.load.leave(occupancy)
 
-    def _exhausted(self, attempts: list[str], last: UpstreamError | None) -> UpstreamError:
-        tried = ", ".join(attempts)
+    def _price(self, state: RequestState, backend: Backend, occupancy: Occupancy, usage: TokenUsage | None) -> None:
+        busy_s, concurrency = self._leave(backend, occupancy)
+        assert state.served is not None
+        state.usage = usage
+        state.cost_cny = self.costs.cost(backend.name, state.served.model, usage, busy_s, concurrency)
+        state.cloud_equivalent_cny = self.costs.cloud_equivalent(usage)
+
+    def _stream_end(self, state: RequestState, backend: Backend, occupancy: Occupancy,
+                    data: dict[str, Any]) -> StreamAccount:
+        return StreamAccount(self, state, backend, occupancy, data)
+
+    def finish(self, state: RequestState, outcome: str) -> None:
+        """Record the request once, whoever ends it."""
+        if state.finished or not state.chat:
+            return
+        state.finished = True
+        self.metrics.request_finished(state, outcome)
+
+    def finish_with_error(self, state: RequestState, err: GatewayError) -> None:
+        self.finish(state, err.outcome)
+
+    def _exhausted(self, state: RequestState, last: UpstreamError | None) -> UpstreamError:
+        tried = ", ".join(f"{a.route}:{a.result}" for a in state.attempts)
         if last is None:
             return UpstreamUnavailable(f"no route available: every circuit breaker is open ({tried})",
                                        backend="*")
@@ -203,9 +272,56 @@ class Gateway:
                 "reachable": ok,
                 "breaker": self.backends[name].breaker.state.value,
                 "consecutive_failures": self.backends[name].breaker.consecutive_failures,
+                "in_flight": self.backends[name].load.in_flight,
                 "model": self.backends[name].upstream.adapter.model,
                 "api_base": self.backends[name].upstream.adapter.api_base,
             }
             for name, ok in zip(names, reachable, strict=True)
         }
 
+
+@dataclass
+class StreamAccount:
+    """Prices a stream when its usage chunk arrives, and finishes its record when it ends."""
+
+    gateway: Gateway
+    state: RequestState
+    backend: Backend
+    occupancy: Occupancy
+    data: dict[str, Any]
+    priced: bool = False
+
+    def usage(self, usage: dict[str, Any]) -> float | None:
+        """The upstream's usage chunk: price the stream now (the cost goes into that chunk)."""
+        self.state.last_token_s = self.state.elapsed()
+        self.gateway._price(self.state, self.backend, self.occupancy, TokenUsage.from_openai(usage))
+        self.priced = True
+        return self.state.cost_cny
+
+    ended: tuple[int, GatewayError | None, bool] | None = None
+
+    def done(self, tokens_seen: int, error: GatewayError | None, disconnected: bool) -> None:
+        """The stream ended: settle the backend now (breaker, its load); record it in `account`."""
+        state = self.state
+        if not self.priced:  # broken, cancelled, or an upstream that sent no usage: count ourselves
+            state.last_token_s = state.elapsed()
+            prompt = round(approx_tokens(full_text(self.data["messages"])))
+            self.gateway._price(state, self.backend, self.occupancy, TokenUsage(prompt, tokens_seen, estimated=True))
+        if error is not None:
+            self.backend.breaker.record_failure()
+        self.ended = (tokens_seen, error, disconnected)
+
+    def account(self) -> None:
+        """After the last byte: the request goes into the metrics."""
+        if self.ended is None:  # the response never ran its stream: it was cancelled before
+            self.done(0, None, True)
+        assert self.ended is not None
+        _, error, disconnected = self.ended
+        self.gateway.finish(self.state, "cancelled" if disconnected else "stream_error" if error else "ok")
+
+
+def _attach_cost(result: dict[str, Any], cost: float | None) -> None:
+    """`usage.qroute_cost_cny` on the answer, as OpenRouter-style gateways put cost in usage."""
+    usage = result.get("usage")
+    if cost is not None and isinstance(usage, dict):
+        usage["qroute_cost_cny"] = round(cost, 8)

@@ -1,5 +1,6 @@
 """Routing thresholds that ops change at run time: validated, logged, kept on disk so they
-survive a restart. (Sharing them across replicas through Redis comes with observability.)"""
+survive a restart, and re-read when the file changes, so every worker process of one gateway
+(`qroute serve --workers N`) follows a change made through any of them within a second."""
 
 from __future__ import annotations
 
@@ -18,11 +19,32 @@ class ThresholdStore:
     def __init__(self, initial: Thresholds, state_file: str | None) -> None:
         self.path = Path(state_file) if state_file else None
         self.current = initial
+        self._seen = self._stamp()
         stored = self._read()
         if stored is not None and stored != initial:
             log.warning("router thresholds t1=%.4f t2=%.4f from %s override the config's t1=%.4f t2=%.4f",
                         stored.t1, stored.t2, self.path, initial.t1, initial.t2)
             self.current = stored
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            info = self.path.stat() if self.path is not None else None
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size) if info is not None else None
+
+    def reload_if_changed(self) -> bool:
+        """Pick up a change another process wrote; True when the thresholds changed."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._seen:
+            return False
+        self._seen = stamp
+        stored = self._read()
+        if stored is None or stored == self.current:
+            return False
+        log.warning("router thresholds t1=%.4f t2=%.4f read from %s", stored.t1, stored.t2, self.path)
+        self.current = stored
+        return True
 
     def _read(self) -> Thresholds | None:
         if self.path is None or not self.path.is_file():
@@ -43,6 +65,7 @@ class ThresholdStore:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump({"t1": new.t1, "t2": new.t2}, fh)
             os.replace(tmp, self.path)
+            self._seen = self._stamp()
         self.current = new
         log.warning("router thresholds changed by %s: t1 %.4f -> %.4f, t2 %.4f -> %.4f",
                     who, old.t1, new.t1, old.t2, new.t2)

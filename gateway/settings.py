@@ -48,6 +48,32 @@ class Timeouts(Strict):
     total_s: float = Field(600.0, gt=0)
 
 
+class HardwareCost(Strict):
+    """A self-hosted backend's cost: the hardware written off over its life, plus power.
+
+    Per second the backend costs `gpus * (gpu_price_cny / (amortise_years * 365.25 * 86400)
+    + power_watts / 1000 * electricity_cny_per_kwh / 3600)`, plus `hosting_cny_per_month` spread
+    over the month. A request is charged the seconds it occupied the backend divided by the mean
+    number of requests running beside it (its share of the GPU). The reference: an A100 at 60,000
+    CNY over 3 years is about 1,667 CNY a month.
+    """
+
+    gpu_price_cny: float = Field(60000.0, ge=0)
+    amortise_years: float = Field(3.0, gt=0)
+    gpus: int = Field(1, ge=1)
+    power_watts: float = Field(0.0, ge=0)  # per GPU, under load
+    electricity_cny_per_kwh: float = Field(0.0, ge=0)
+    hosting_cny_per_month: float = Field(0.0, ge=0)  # rack space, cooling, ... for the whole backend
+
+    def cny_per_second(self) -> float:
+        amortised = self.gpu_price_cny / (self.amortise_years * 365.25 * 86400)
+        power = self.power_watts / 1000 * self.electricity_cny_per_kwh / 3600
+        return self.gpus * (amortised + power) + self.hosting_cny_per_month / (30.4375 * 86400)
+
+    def cny_per_month(self) -> float:
+        return self.cny_per_second() * 30.4375 * 86400
+
+
 class BackendConfig(Strict):
     """One upstream deployment. `provider` is a LiteLLM provider name."""
 
@@ -58,6 +84,8 @@ class BackendConfig(Strict):
     transport: Literal["direct", "litellm"] = "direct"
     timeouts: Timeouts = Timeouts()
     max_connections: int = Field(200, ge=1)
+    # A self-hosted backend's cost model; None: priced per token from `prices` by model id.
+    hardware: HardwareCost | None = None
     # Resolved from api_key_env at load time; never logged, never echoed.
     api_key: SecretStr | None = Field(None, exclude=True)
 
@@ -87,10 +115,30 @@ class BreakerConfig(Strict):
 
 
 class Price(Strict):
-    """CNY per million tokens."""
+    """CNY per million tokens, as the provider bills: output includes reasoning tokens; cached
+    prompt tokens (when the upstream reports them) at `cached_input`, else at `input`."""
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
+    cached_input: float | None = Field(None, ge=0)
+
+
+class MetricsConfig(Strict):
+    """Prometheus metrics on GET /metrics."""
+
+    enabled: bool = True  # false: nothing is recorded and /metrics is 404 (for overhead comparisons)
+    require_key: bool = False  # true: /metrics wants a client or admin key, like /v1
+    # Shared folder for `qroute serve --workers N` (prometheus-client's multiprocess mode). None: a
+    # new folder per gateway instance, so two instances on one host never mix or wipe each other.
+    multiproc_dir: str | None = None
+
+
+class TargetsConfig(Strict):
+    """What ops aim for; exported as gauges so alert rules compare against them."""
+
+    daily_spend_cny: float | None = Field(None, ge=0)  # alert when a day's spend passes it
+    cloud_share: float | None = Field(None, ge=0, le=1)  # the share of traffic meant for the cloud
+    cloud_share_tolerance: float = Field(0.1, ge=0, le=1)  # alert when the share drifts further
 
 
 class RouterConfig(Strict):
@@ -140,6 +188,8 @@ class Settings(BaseSettings):
     prices: dict[str, Price] = Field(default_factory=dict)
     router: RouterConfig = RouterConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    targets: TargetsConfig = TargetsConfig()
 
     @model_validator(mode="after")
     def _cross_check(self) -> Settings:
@@ -184,6 +234,17 @@ class ConfigError(Exception):
     """Invalid configuration; the message names the offending key."""
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+CONFIG_ENV = "QROUTE_CONFIG"  # set by `qroute serve --workers N` for its worker processes
+
+
+def config_path_from_environment() -> str:
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError(f"{CONFIG_ENV} is not set: start workers with `qroute serve --workers N`")
+    return path
+
+
 def env_secret(var: str) -> str | None:
     """A secret named by configuration (an `*_env` key), read from the environment when needed."""
     return os.environ.get(var) or None
@@ -197,9 +258,10 @@ def _keys_from_env(var: str | None) -> set[str]:
 
 def _with_resolved_keys(data: dict[str, Any]) -> dict[str, Any]:
     for name, backend in (data.get("backends") or {}).items():
+        if isinstance(backend, dict) and "api_key" in backend:
+            raise ConfigError(f"backends.{name}.api_key: keys never go in the config file; name the "
+                              "environment variable that holds it with api_key_env")
         if isinstance(backend, dict) and backend.get("api_key_env"):
-            if "api_key" in backend:
-                raise ConfigError(f"backends.{name}.api_key: put keys in the environment (api_key_env)")
             value = os.environ.get(backend["api_key_env"])
             if value:
                 backend["api_key"] = value

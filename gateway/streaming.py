@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.responses import Response
@@ -18,27 +18,35 @@ from gateway.upstreams.thinking import normalize_chunk
 log = logging.getLogger("qroute.stream")
 _DONE = b"data: [DONE]\n\n"
 
-# Called once when the stream ends: (usage or None, error or None, client_disconnected).
-StreamDone = Callable[[dict[str, Any] | None, GatewayError | None, bool], None]
+
+class StreamEnd(Protocol):
+    """Told about the stream's usage chunk (returns the cost to put in it) and, once, its end."""
+
+    def usage(self, usage: dict[str, Any]) -> float | None: ...
+
+    def done(self, tokens_seen: int, error: GatewayError | None, disconnected: bool) -> None: ...
 
 
-async def client_events(primed: PrimedStream, include_usage: bool, on_done: StreamDone) -> AsyncIterator[bytes]:
-    """SSE frames for the client. Usage is always requested upstream (for cost); it is passed on
-    only when the client asked with stream_options.include_usage."""
-    usage: dict[str, Any] | None = None
+async def client_events(primed: PrimedStream, include_usage: bool, end: StreamEnd) -> AsyncIterator[bytes]:
+    """SSE frames for the client. Usage is always requested upstream (for cost); it is passed on,
+    with `qroute_cost_cny` added, only when the client asked with stream_options.include_usage."""
     error: GatewayError | None = None
     finished = False
+    payloads = 0
     try:
         async for payload in primed:
+            payloads += 1
             if b'"usage"' in payload:
                 chunk = orjson.loads(payload)
                 if isinstance(chunk.get("usage"), dict):
-                    usage = chunk["usage"]
+                    cost = end.usage(chunk["usage"])
                     if not include_usage:
                         if not chunk.get("choices"):
                             continue
                         chunk.pop("usage")
-                        payload = orjson.dumps(chunk)
+                    elif cost is not None:
+                        chunk["usage"]["qroute_cost_cny"] = round(cost, 8)
+                    payload = orjson.dumps(chunk)
             yield b"data: " + normalize_chunk(payload) + b"\n\n"
         finished = True
         yield _DONE
@@ -48,7 +56,8 @@ async def client_events(primed: PrimedStream, include_usage: bool, on_done: Stre
         finished = True
         yield sse_error(exc)
     finally:
-        on_done(usage, error, not finished)
+        # About one token per chunk; the role and finish chunks are not tokens.
+        end.done(max(payloads - 2, 0), error, not finished)
         await primed.aclose()
 
 
@@ -58,8 +67,10 @@ class SSEResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(self, frames: AsyncIterator[bytes], headers: dict[str, str],
+                 after: Callable[[], None] | None = None) -> None:
         self.frames = frames
+        self.after = after
         self.status_code = 200
         self.background = None
         self.init_headers({**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
@@ -75,6 +86,11 @@ class SSEResponse(Response):
                 if not task.done():
                     task.cancel()
             await asyncio.gather(pump, watch, return_exceptions=True)
+            closer = getattr(self.frames, "aclose", None)
+            if closer is not None:  # a producer left at a yield ends (and is accounted) now, not at GC
+                await closer()
+            if self.after is not None:
+                self.after()  # a stream that did not end normally (idempotent when it did)
 
     async def _pump(self, send: Any) -> None:
         try:
@@ -83,6 +99,8 @@ class SSEResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:  # client went away mid-send
             return
+        if self.after is not None:
+            self.after()  # at once: before anything else, such as a scrape, can run on this loop
 
 
 async def _wait_disconnect(receive: Any) -> None:
@@ -90,3 +108,19 @@ async def _wait_disconnect(receive: Any) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
+
+
+class JSONAnswer(Response):
+    """A JSON answer that runs `after` once it has been sent (or the client has gone)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, headers: dict[str, str], after: Callable[[], None]) -> None:
+        super().__init__(body, headers=headers)
+        self.after = after
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.after()

@@ -13,9 +13,11 @@ from collections import deque
 from typing import Any
 
 import orjson
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from simulator import wire
 from simulator.behaviour import Behaviour
+from simulator.vllm_metrics import VllmMetrics
 
 Scope = dict[str, Any]
 
@@ -29,6 +31,7 @@ class SimulatedUpstream:
         self.behaviour = behaviour
         self.received: deque[dict[str, Any]] = deque(maxlen=record_limit)
         self.stats = {"requests": 0, "completed": 0, "disconnects": 0, "cuts": 0, "errors": 0}
+        self.vllm_metrics = VllmMetrics(behaviour.models) if behaviour.flavour == "vllm" else None
 
     # --- ASGI entry -----------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -40,7 +43,9 @@ class SimulatedUpstream:
         path, method = scope["path"], scope["method"]
         body = await self._read_body(receive)
         if path == "/v1/chat/completions" and method == "POST":
-            await self._chat(scope, body, receive, send)
+            await self._metered_chat(scope, body, receive, send)
+        elif path == "/metrics" and method == "GET" and self.vllm_metrics is not None:
+            await self._metrics(send)
         elif path == "/v1/models" and method == "GET":
             data = [{"id": m, "object": "model", "owned_by": self.behaviour.flavour} for m in self.behaviour.models]
             await _json(send, 200, {"object": "list", "data": data})
@@ -55,6 +60,25 @@ class SimulatedUpstream:
             await _json(send, 200, {"requests": list(self.received), "stats": self.stats})
         else:
             await _json(send, 404, {"error": {"message": f"no route {method} {path}", "type": "NotFound"}})
+
+    # --- vLLM's own /metrics (vLLM flavour only) ------------------------------------------------
+    async def _metered_chat(self, scope: Scope, raw: bytes, receive: Any, send: Any) -> None:
+        """The chat call, measured as vLLM measures its requests: running while served, then time to
+        first token, end-to-end latency and tokens for an answered one."""
+        meter = self.vllm_metrics
+        request = meter.begin(raw, self.behaviour, send) if meter is not None else None
+        if meter is None or request is None:
+            await self._chat(scope, raw, receive, send)
+            return
+        try:
+            await self._chat(scope, raw, receive, request.send)
+        finally:
+            meter.end(request, self.behaviour)
+
+    async def _metrics(self, send: Any) -> None:
+        assert self.vllm_metrics is not None
+        payload = self.vllm_metrics.render(self.behaviour)
+        await _raw(send, 200, payload, CONTENT_TYPE_LATEST.encode())
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -123,15 +147,24 @@ class SimulatedUpstream:
         payload = wire.error_body(self.behaviour.flavour, status, message, code=code, param=param)
         await _raw(send, status, payload, b"application/json")
 
-    async def _pace(self, started: float, tokens_sent: int) -> None:
-        """Sleep until the token `tokens_sent` is due: ttft, then one token every 1/rate s."""
+    async def _pace(self, started: float, tokens_sent: int, disconnected: asyncio.Event | None = None) -> None:
+        """Sleep until the token `tokens_sent` is due: ttft, then one token every 1/rate s. A stream
+        stops waiting when its client leaves, as vLLM aborts a request whose client is gone."""
         b = self.behaviour
         if b.ttft_s <= 0 and b.tokens_per_s <= 0:
             return
         due = started + b.ttft_s + (tokens_sent / b.tokens_per_s if b.tokens_per_s > 0 else 0.0)
         delay = due - time.perf_counter()
-        if delay > 0:
+        if delay <= 0:
+            return
+        if disconnected is None:
             await asyncio.sleep(delay)
+            return
+        try:
+            await asyncio.wait_for(disconnected.wait(), delay)
+        except TimeoutError:
+            return
+        raise _Disconnected
 
     async def _complete(self, body: dict[str, Any], thinking: bool, send: Any, record: dict[str, Any]) -> None:
         b = self.behaviour
@@ -172,7 +205,7 @@ class SimulatedUpstream:
             first: dict[str, Any] = {"role": "assistant", "content": ""}
             if b.flavour == "vllm":
                 first["reasoning"] = None
-            await self._pace(started, 0)
+            await self._pace(started, 0, disconnected)
             if b.hang_after_tokens == 0:  # stall before anything (vLLM sends the role with token 1)
                 await disconnected.wait()
                 raise _Disconnected
@@ -199,7 +232,7 @@ class SimulatedUpstream:
                     await disconnected.wait()
                     raise _Disconnected
                 sent += 1
-                await self._pace(started, sent)
+                await self._pace(started, sent, disconnected)
                 await self._send_chunk(send, writer.chunk(delta), disconnected)
             await self._send_chunk(send, writer.chunk({}, finish), disconnected)
             if (body.get("stream_options") or {}).get("include_usage"):

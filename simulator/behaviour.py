@@ -33,6 +33,7 @@ class Behaviour:
     cut_after_tokens: int = -1  # >= 0: drop the connection mid-stream after N tokens
     hang_after_tokens: int = -1  # >= 0: stop sending (keep the connection open) after N tokens
     reasoning_field: str = ""  # vLLM >= 0.11 sends "reasoning"; older vLLM "reasoning_content"
+    waiting_requests: int = 0  # vLLM flavour: the queue GET /metrics reports (vllm:num_requests_waiting)
 
     def __post_init__(self) -> None:
         if not self.reasoning_field:

@@ -20,12 +20,13 @@ def test_healthz_needs_no_key(gateway):
     assert r.status_code == 200 and r.json() == {"status": "ok"}
 
 
-def test_readyz_reports_each_upstream(gateway, local_sim, cloud_sim):
+def test_readyz_reports_each_upstream(make_gateway, local_sim, cloud_sim):
+    gateway = make_gateway()  # its own breakers: no earlier test's failures in the counts
     r = httpx.get(f"{gateway.base}/readyz")
     body = r.json()
     assert r.status_code == 200 and body["ready"] is True
     assert body["upstreams"]["vllm-local"] == {
-        "reachable": True, "breaker": "closed", "consecutive_failures": 0,
+        "reachable": True, "breaker": "closed", "consecutive_failures": 0, "in_flight": 0,
         "model": "Qwen/Qwen3-8B", "api_base": f"{local_sim[1].base}/v1",
     }
     assert body["upstreams"]["dashscope"]["api_base"] == f"{cloud_sim[1].base}/v1"

@@ -42,6 +42,7 @@ def test_shipped_configs_load():
         (lambda c: c.update(server={"port": 70000}), "server.port"),
         (lambda c: c["prices"].update({"x": {"input": -1, "output": 1}}), "prices.x.input"),
         (lambda c: c["backends"]["dashscope"].update(api_key="sk-inline"), "backends.dashscope.api_key"),
+        (lambda c: c["backends"]["vllm-local"].update(api_key="sk-inline"), "backends.vllm-local.api_key"),
     ],
 )
 def test_bad_key_is_named(tmp_path, mutate, named):

@@ -104,3 +104,47 @@ def test_length_scorer_reads_only_a_bounded_prefix():
     assert s.score([{"role": "user", "content": "a" * 100_000 + "字" * 100_000}]) == 1.0
     # The prefix it reads already saturates for any text, CJK or not.
     assert length.approx_tokens("a" * length._MAX_CHARS) / length._SATURATION_TOKENS >= 1.0
+
+
+def test_token_cost_uses_the_cached_price_for_cached_prompt_tokens():
+    from gateway.cost import TokenUsage, token_cost
+    from gateway.settings import Price
+
+    usage = TokenUsage.from_openai({"prompt_tokens": 1000, "completion_tokens": 200,
+                                    "prompt_tokens_details": {"cached_tokens": 600},
+                                    "completion_tokens_details": {"reasoning_tokens": 50}})
+    assert usage == TokenUsage(prompt=1000, completion=200, reasoning=50, cached_prompt=600)
+    price = Price(input=4, output=8, cached_input=1.6)
+    assert token_cost(price, usage) == pytest.approx((400 * 4 + 600 * 1.6 + 200 * 8) / 1e6)
+    assert token_cost(Price(input=4, output=8), usage) == pytest.approx((1000 * 4 + 200 * 8) / 1e6)
+    assert TokenUsage.from_openai(None) is None
+    assert TokenUsage.from_openai({"prompt_tokens": "x"}) == TokenUsage(0, 0)
+
+
+def test_hardware_cost_formula_and_share():
+    from gateway.cost import hardware_cost
+    from gateway.settings import HardwareCost
+
+    a100 = HardwareCost(gpu_price_cny=60000, amortise_years=3)
+    assert a100.cny_per_month() == pytest.approx(60000 / 36, rel=0.001)  # the reference's ~1,667 CNY a month
+    powered = HardwareCost(gpu_price_cny=60000, amortise_years=3, gpus=2, power_watts=400, electricity_cny_per_kwh=0.7)
+    assert powered.cny_per_second() == pytest.approx(2 * (60000 / (3 * 365.25 * 86400) + 0.4 * 0.7 / 3600))
+    assert hardware_cost(a100, 2.0, 1.0) == pytest.approx(2 * a100.cny_per_second())
+    assert hardware_cost(a100, 2.0, 4.0) == pytest.approx(0.5 * a100.cny_per_second())  # a quarter of the GPU
+    assert hardware_cost(a100, 2.0, 0.2) == hardware_cost(a100, 2.0, 1.0)  # never more than the whole GPU
+
+
+def test_backend_load_measures_the_mean_concurrency_over_a_request():
+    from gateway.upstreams.load import BackendLoad
+
+    clock = FakeClock()
+    load = BackendLoad(clock)
+    a = load.enter()  # t=0: alone
+    clock.now = 1.0
+    b = load.enter()  # t=1..3: two in flight
+    clock.now = 3.0
+    assert load.leave(b) == (2.0, 2.0)
+    clock.now = 4.0  # t=3..4: alone again
+    busy, mean = load.leave(a)
+    assert busy == 4.0 and mean == pytest.approx((1 + 2 * 2 + 1) / 4)
+    assert load.in_flight == 0

@@ -82,3 +82,16 @@ def read_conversation(messages: Any) -> Conversation:
         system=clean("\n".join(system))[:1000],
         total_chars=len(ask),
     )
+
+
+def full_text(messages: Any) -> str:
+    """Every text part of every message, unbounded: what an upstream is sent and bills as prompt
+    tokens (for estimates; the router reads the bounded `read_conversation` instead)."""
+    parts: list[str] = []
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return "\n".join(parts)

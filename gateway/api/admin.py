@@ -57,5 +57,5 @@ async def put_router(request: Request) -> JSONResponse:
         new = Thresholds(values["t1"], values["t2"])
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="t1" if "t1" in patch else "t2") from None
-    resolver.thresholds.update(new, who)
+    request.app.state.gateway.set_thresholds(new, who)
     return JSONResponse(_body(resolver))

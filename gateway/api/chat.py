@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -11,23 +9,23 @@ from starlette.responses import Response
 from gateway.api.body import parse_chat_request, read_body
 from gateway.auth import check_key
 from gateway.context import headers_for, request_state
-from gateway.streaming import SSEResponse
+from gateway.streaming import JSONAnswer, SSEResponse
 
 router = APIRouter()
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
-    started = time.perf_counter()
     state = request_state(request)
+    state.chat = True
     gateway = request.app.state.gateway
     check_key(request, request.app.state.client_keys)
     chat, data = parse_chat_request(await read_body(request, gateway.settings.server.max_body_bytes))
     outcome = await gateway.handle_chat(chat, data, state)
-    headers = headers_for(state, outcome, started)
+    headers = headers_for(state, outcome)
     if outcome.frames is not None:
-        return SSEResponse(outcome.frames, headers)
+        return SSEResponse(outcome.frames, headers, after=outcome.account)
     body = outcome.result
     if outcome.grounding is not None:
         body = {**body, "qroute": outcome.grounding.info().model_dump()}
-    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+    return JSONAnswer(orjson.dumps(body), headers, after=outcome.account)

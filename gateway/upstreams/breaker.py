@@ -7,6 +7,7 @@ half-open --probe succeeds--> closed;  --probe fails--> open again
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from enum import StrEnum
 
 
@@ -17,14 +18,22 @@ class BreakerState(StrEnum):
 
 
 class CircuitBreaker:
-    def __init__(self, failure_threshold: int, reset_after_s: float, clock=time.monotonic) -> None:
+    def __init__(self, failure_threshold: int, reset_after_s: float, clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[BreakerState], None] | None = None) -> None:
         self.failure_threshold = failure_threshold
         self.reset_after_s = reset_after_s
         self._clock = clock
+        self._on_change = on_change
         self._state = BreakerState.CLOSED
         self._failures = 0
         self._opened_at = 0.0
         self._probe_in_flight = False
+
+    def _set(self, state: BreakerState) -> None:
+        if state is not self._state:
+            self._state = state
+            if self._on_change is not None:
+                self._on_change(state)
 
     @property
     def state(self) -> BreakerState:
@@ -42,7 +51,7 @@ class CircuitBreaker:
         if state is BreakerState.CLOSED:
             return True
         if state is BreakerState.HALF_OPEN and not self._probe_in_flight:
-            self._state = BreakerState.HALF_OPEN
+            self._set(BreakerState.HALF_OPEN)
             self._probe_in_flight = True
             return True
         return False
@@ -50,11 +59,11 @@ class CircuitBreaker:
     def record_success(self) -> None:
         self._failures = 0
         self._probe_in_flight = False
-        self._state = BreakerState.CLOSED
+        self._set(BreakerState.CLOSED)
 
     def record_failure(self) -> None:
         self._failures += 1
         self._probe_in_flight = False
         if self._state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:
-            self._state = BreakerState.OPEN
             self._opened_at = self._clock()
+            self._set(BreakerState.OPEN)
