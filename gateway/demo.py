@@ -21,6 +21,7 @@ from typing import Any
 from gateway import scrape
 from gateway.commands.report import report_from_samples, write_report
 from gateway.settings import load_settings
+from router.routes import CLOUD, LOCAL
 
 DEMO_KEY = "sk-qroute-demo"
 REPORT_PNG = ".qroute/demo-report.png"
@@ -34,8 +35,8 @@ SAMPLE_QUERIES: list[tuple[str, str, dict[str, Any]]] = [
      "对比它们的毛利率变化，推导出明年的预算分配方案，并说明每一步计算的依据和权衡。" * 2, "auto", {}),
     ("东岭农商银行面临什么问题，启明的哪款产品能解决？", "auto", {"rag": True}),
     ("比较启明金融科技和云策科技的产品、客户和优劣势。", "auto", {"rag": True}),
-    ("Summarise this contract clause in one sentence.", "cloud", {}),
-    ("Prove that the square root of 2 is irrational.", "local", {"reasoning_effort": "high"}),
+    ("Summarise this contract clause in one sentence.", CLOUD, {}),
+    ("Prove that the square root of 2 is irrational.", LOCAL, {"reasoning_effort": "high"}),
 ]
 
 
