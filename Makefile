@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo tools test test-repeat lint bench bench-router bench-retrieval bench-rag train-router test-vllm test-flag clean
+.PHONY: setup demo tools test test-repeat lint bench bench-router bench-retrieval bench-rag train-router test-vllm test-flag test-clients clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,7 +28,7 @@ tools:
 test: $(STAMP) tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -p random_order --random-order
+	$(BIN)/python -m pytest -p random_order --random-order --ignore=tests/clients  # those: make test-clients
 
 # The suite N times over (default 20), each run in a new random order: finds order- and
 # timing-dependent tests. Stops at the first failing run.
@@ -57,6 +57,12 @@ bench-rag: $(STAMP)
 train-router: $(STAMP)
 	$(BIN)/qroute route train --out router/artifacts/complexity.json.gz \
 	  --data ../shared/data/router/mmlu_gpt4_vs_mixtral.jsonl ../shared/data/router/routerarena_gemini_vs_haiku.jsonl
+
+# The frameworks that call qroute as an OpenAI endpoint (langchain-openai, pydantic-ai): the
+# `clients` extra, then tests/clients (CI=true makes a missing library a failure, not a skip).
+test-clients: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,clients]'
+	$(BIN)/python -m pytest tests/clients -q -p no:cacheprovider
 
 test-vllm:
 	bash tests/vllm/run.sh

@@ -10,8 +10,10 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from gateway.api import admin, chat, ops
+from gateway.api import admin, chat, completions, embeddings, ops
+from gateway.api import responses as responses_api
 from gateway.context import headers_for, request_state
+from gateway.embeddings import EmbeddingsService
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.pipeline import Gateway
 from gateway.settings import LOG_FORMAT, Settings, config_path_from_environment, load_settings
@@ -23,31 +25,39 @@ def error_response(request: Request, err: GatewayError) -> Response:
     """The error in OpenAI's shape; a chat request is also finished (counted) with it here."""
     state = request_state(request)
     request.app.state.gateway.finish_with_error(state, err)
-    return Response(err.json(), status_code=err.status, media_type="application/json", headers=headers_for(state))
+    headers = {**headers_for(state), **err.headers()}
+    return Response(err.json(), status_code=err.status, media_type="application/json", headers=headers)
 
 
 def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     gw = gateway or Gateway(settings)
+    embedders = EmbeddingsService(settings.embeddings, gw.metrics, reserved=gw.resolver.model_ids())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await embedders.start()
         await gw.start()
         try:
             yield
         finally:
             await gw.close()
+            embedders.close()
             gw.metrics.process_exiting()
 
     app = FastAPI(title="qroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gw
+    app.state.embeddings = embedders
     app.state.client_keys = settings.client_keys()
     app.state.admin_keys = settings.admin_keys()
     if not app.state.client_keys:
         log.warning("no client API keys configured: /v1 is open to anyone who can reach %s:%d",
                     settings.server.host, settings.server.port)
     app.include_router(chat.router)
+    app.include_router(completions.router)
     app.include_router(ops.router)
+    app.include_router(embeddings.router)
     app.include_router(admin.router)
+    app.include_router(responses_api.router)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:

@@ -49,6 +49,7 @@ class RequestState:
     rag_header: str | None = None
     started: float = field(default_factory=time.perf_counter)
     chat: bool = False  # a chat completion (counted in qroute_requests_total), not /v1/models etc.
+    operation: str = "chat"  # gen_ai_operation_name: chat, or text_completion for /v1/completions
     decision: RouteDecision | None = None
     scoring_s: float = 0.0
     retrieval_s: float | None = None

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -36,6 +37,13 @@ class GatewayError(Exception):
             self.code = code
         if status is not None:
             self.status = status
+
+    retry_after: float | None = None  # seconds; sent as Retry-After with 429 and 503 answers
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None or self.status not in (429, 503):
+            return {}
+        return {"retry-after": str(max(1, math.ceil(self.retry_after)))}
 
     def body(self) -> dict[str, Any]:
         detail = ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
@@ -103,14 +111,25 @@ class UpstreamError(GatewayError):
     outcome = "upstream_error"
 
     def __init__(self, message: str, *, backend: str, status: int | None = None, retryable: bool = True,
-                 param: str | None = None, code: str | None = None) -> None:
+                 param: str | None = None, code: str | None = None, upstream_status: int | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message, param=param, code=code, status=status)
         self.backend = backend
         self.retryable = retryable
-        if self.status < 500:
+        self.upstream_status = upstream_status  # what the upstream itself answered, when it answered
+        self.retry_after = retry_after
+        if self.status == 429:
+            self.type, self.outcome = "rate_limit_error", "rate_limited"
+            self.code = code or "rate_limit_exceeded"
+        elif self.status < 500:
             # The upstream rejected the request itself: tell the client as a request error.
-            self.type = "invalid_request_error" if self.status != 429 else "rate_limit_error"
+            self.type = "invalid_request_error"
             self.outcome = "upstream_rejected"
+
+    @property
+    def attempt_result(self) -> str:
+        """How this attempt reads in x-qroute-attempts: the upstream's own status, else ours."""
+        return str(self.upstream_status or self.status)
 
 
 class UpstreamTimeout(UpstreamError):

@@ -57,6 +57,8 @@ class Recorder(Protocol):
     def backend_left(self, backend: str) -> None: ...
     def breaker_changed(self, backend: str, state: str) -> None: ...
     def thresholds_changed(self, thresholds: Thresholds) -> None: ...
+    def embeddings_finished(self, model: str, outcome: str, inputs: int, tokens: int,
+                            seconds: float | None) -> None: ...
     def render(self) -> tuple[bytes, str]: ...
     def process_exiting(self) -> None: ...
 
@@ -77,6 +79,10 @@ class NoMetrics:
         return None
 
     def thresholds_changed(self, thresholds: Thresholds) -> None:
+        return None
+
+    def embeddings_finished(self, model: str, outcome: str, inputs: int, tokens: int,
+                            seconds: float | None) -> None:
         return None
 
     def render(self) -> tuple[bytes, str]:
@@ -159,6 +165,7 @@ class Metrics:
                            settings.backends.items()}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._prime(settings)
+        self._embeddings_metrics(settings)
 
     def _prime(self, settings: Settings) -> None:
         """Series that should exist from the start (zero, not absent), so rates and alerts work."""
@@ -207,7 +214,7 @@ class Metrics:
             self._child(self.retrieval, "ok" if outcome != "retrieval_error" else "error").observe(state.retrieval_s)
         if served is None:
             return
-        gen_ai = ("chat", self._providers.get(served.backend, NONE), served.model, served.route)
+        gen_ai = (state.operation, self._providers.get(served.backend, NONE), served.model, served.route)
         self._child(self.operation_duration, *gen_ai, "" if outcome == "ok" else outcome).observe(state.elapsed())
         if state.overhead_s is not None:
             self._child(self.overhead, served.route).observe(state.overhead_s)
@@ -241,6 +248,37 @@ class Metrics:
     def thresholds_changed(self, thresholds: Thresholds) -> None:
         self.thresholds.labels("t1").set(thresholds.t1)
         self.thresholds.labels("t2").set(thresholds.t2)
+
+    # --- embeddings (POST /v1/embeddings, gateway/embeddings.py) --------------------------------
+    def _embeddings_metrics(self, settings: Settings) -> None:
+        """Labelled by configured embedder name (`none` before one is known), never the request's text."""
+        r = self.registry
+        self.embeddings_requests = Counter(
+            "qroute_embeddings_requests", "Embeddings requests by embedder and outcome.", ["model", "outcome"],
+            registry=r)
+        self.embeddings_inputs = Counter(
+            "qroute_embeddings_inputs", "Strings embedded (answered requests).", ["model"], registry=r)
+        self.embeddings_tokens = Counter(
+            "qroute_embeddings_tokens", "Tokens embedded: the endpoint's count where it reports one, else "
+            "estimated.", ["model"], registry=r)
+        self.embedding_seconds = Histogram(
+            "qroute_embedding_seconds", "Time to embed one answered request's inputs, waiting for the "
+            "embedder included.", ["model"], buckets=DURATION_BUCKETS, registry=r)
+        if settings.embeddings.enabled:
+            for name in settings.embeddings.models:
+                self.embeddings_requests.labels(name, "ok")
+                self.embeddings_inputs.labels(name)
+                self.embeddings_tokens.labels(name)
+
+    def embeddings_finished(self, model: str, outcome: str, inputs: int, tokens: int,
+                            seconds: float | None) -> None:
+        self._child(self.embeddings_requests, model, outcome).inc()
+        if outcome != "ok":
+            return
+        self._child(self.embeddings_inputs, model).inc(inputs)
+        self._child(self.embeddings_tokens, model).inc(tokens)
+        if seconds is not None:
+            self._child(self.embedding_seconds, model).observe(seconds)
 
     def process_exiting(self) -> None:
         """A worker that stops takes its live gauges (in flight, breaker) out of the sums."""

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -24,12 +24,12 @@ from gateway.context import Attempt, RequestState, Served
 from gateway.cost import CostModel, TokenUsage
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.metrics import Recorder, build_recorder
-from gateway.protocol import ChatCompletionRequest
+from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.rag import Grounding, RagService
-from gateway.routing import RouteResolver, build_scorer
+from gateway.routing import Needs, RouteResolver, build_scorer
 from gateway.settings import Settings, Timeouts, env_secret
 from gateway.streaming import client_events
-from gateway.upstreams.base import Upstream, prime
+from gateway.upstreams.base import PrimedStream, Upstream, prime
 from gateway.upstreams.breaker import BreakerState, CircuitBreaker
 from gateway.upstreams.http_transport import HttpUpstream
 from gateway.upstreams.litellm_transport import LiteLLMUpstream
@@ -38,10 +38,12 @@ from gateway.upstreams.provider import resolve_adapter
 from gateway.upstreams.thinking import needs_streamed_upstream, normalize_completion, requested_thinking
 from router.decide import Thresholds
 from router.routes import Route
-from textkit.conversation import full_text
+from textkit.conversation import full_text, has_images
 from textkit.tokens import approx_tokens
 
 log = logging.getLogger("qroute.pipeline")
+COMPLETIONS_PATH = "/completions"
+Answer = tuple[dict[str, Any] | None, PrimedStream | None]  # a whole result, or a stream primed at its first token
 pause = asyncio.sleep  # between attempts, only when fallback.delay_ms asks for it
 
 
@@ -138,10 +140,11 @@ class Gateway:
         self.metrics.thresholds_changed(current)
         return current
 
-    def _route_order(self, first: Route) -> list[Route]:
+    def _route_order(self, first: Route, needs: Needs) -> list[Route]:
+        """The chosen route, then its fallbacks that can serve this request, up to max_attempts."""
         order = [first]
         for route in self.settings.fallback.order.get(first, []):
-            if route not in order:
+            if route not in order and self.resolver.can_serve(route, needs):
                 order.append(route)
         return order[: self.settings.fallback.max_attempts]
 
@@ -149,9 +152,8 @@ class Gateway:
                           state: RequestState | None = None) -> ChatOutcome:
         state = state if state is not None else RequestState(request_id=uuid.uuid4().hex, chat=True)
         # Scored on the client's own messages: the ask's complexity, not the context's length.
-        scoring_started = time.perf_counter()
-        state.decision = self.resolver.resolve(request.model, data["messages"])
-        state.scoring_s = time.perf_counter() - scoring_started
+        needs = Needs(vision=has_images(data["messages"]), n=(request.n or 1) > 1)
+        self._decide(state, request.model, data["messages"], needs)
         grounding = None
         if self.rag.wanted(request.rag, state.rag_header, state.client_key):
             retrieval_started = time.perf_counter()
@@ -161,25 +163,64 @@ class Gateway:
                 state.retrieval_s = time.perf_counter() - retrieval_started
             data = {**data, "messages": grounding.messages}
         explicit_thinking = requested_thinking(data)
+        grounded = data
+
+        async def call(backend: Backend, route: Route) -> Answer:
+            thinking = self.settings.routes[route].thinking if explicit_thinking is None else explicit_thinking
+            return await self._call(backend, request, grounded, thinking, state)
+
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        outcome = await self._serve(state, needs, call, include_usage, lambda: full_text(grounded["messages"]))
+        outcome.grounding = grounding
+        return outcome
+
+    async def handle_completion(self, request: CompletionRequest, data: dict[str, Any],
+                                state: RequestState | None = None) -> ChatOutcome:
+        """The legacy POST /v1/completions: routed by the prompt's score to a backend that serves it
+        (vLLM does), passed through as it came, priced and recorded like chat."""
+        state = state if state is not None else RequestState(request_id=uuid.uuid4().hex, chat=True)
+        state.operation = "text_completion"
+        prompt = request.prompt_text()
+        needs = Needs(completions=True, n=(request.n or 1) > 1)
+        self._decide(state, request.model, [{"role": "user", "content": prompt}], needs)
+
+        async def call(backend: Backend, route: Route) -> Answer:
+            body = {**data, "model": backend.upstream.adapter.model}
+            if request.stream:
+                body["stream_options"] = {"include_usage": True}  # for the cost; hidden again if not asked
+                return None, await prime(backend.upstream, body, backend.timeouts.first_token_s, state.request_id,
+                                         path=COMPLETIONS_PATH)
+            return await backend.upstream.complete(body, state.request_id, path=COMPLETIONS_PATH), None
+
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return await self._serve(state, needs, call, include_usage, lambda: prompt)
+
+    def _decide(self, state: RequestState, model: str, messages: list[dict[str, Any]], needs: Needs) -> None:
+        started = time.perf_counter()
+        state.decision = self.resolver.resolve(model, messages, needs)
+        state.scoring_s = time.perf_counter() - started
+
+    async def _serve(self, state: RequestState, needs: Needs, call: Callable[[Backend, Route], Awaitable[Answer]],
+                     include_usage: bool, prompt: Callable[[], str]) -> ChatOutcome:
+        """Try the decided route, then its fallbacks: the first answer (or primed stream) wins."""
+        assert state.decision is not None
         last_error: UpstreamError | None = None
-        for route in self._route_order(state.decision.route):
-            route_cfg = self.settings.routes[route]
-            backend = self.backends[route_cfg.backend]
+        for route in self._route_order(state.decision.route, needs):
+            backend = self.backends[self.settings.routes[route].backend]
             if not backend.breaker.allow():
                 state.attempts.append(Attempt(route, "circuit_open"))
                 continue
             if last_error is not None and self.settings.fallback.delay_ms:
                 await pause(self.settings.fallback.delay_ms / 1000)
-            thinking = route_cfg.thinking if explicit_thinking is None else explicit_thinking
             occupancy = backend.load.enter()
             self.metrics.backend_entered(backend.name)
             started = time.perf_counter()
             try:
-                result, frames = await self._call(backend, request, data, thinking, state)
+                result, frames = await call(backend, route)
             except UpstreamError as exc:
                 state.upstream_s += time.perf_counter() - started
                 self._leave(backend, occupancy)
-                state.attempts.append(Attempt(route, str(exc.status)))
+                state.attempts.append(Attempt(route, exc.attempt_result))
                 if not exc.retryable:
                     backend.breaker.record_success()  # it answered; the request itself is at fault
                     raise
@@ -199,17 +240,14 @@ class Gateway:
                 assert result is not None
                 self._price(state, backend, occupancy, TokenUsage.from_openai(result.get("usage")))
                 _attach_cost(result, state.cost_cny)
-                return ChatOutcome(result=result, grounding=grounding, account=partial(self.finish, state, "ok"))
+                return ChatOutcome(result=result, account=partial(self.finish, state, "ok"))
             state.first_token_s = state.elapsed()
-            include_usage = bool(request.stream_options and request.stream_options.include_usage)
-            end = self._stream_end(state, backend, occupancy, data)
-            return ChatOutcome(frames=client_events(frames, include_usage, end), grounding=grounding,
-                               account=end.account)
+            end = StreamAccount(self, state, backend, occupancy, prompt)
+            return ChatOutcome(frames=client_events(frames, include_usage, end), account=end.account)
         raise self._exhausted(state, last_error)
 
     async def _call(self, backend: Backend, request: ChatCompletionRequest, data: dict[str, Any],
-                    thinking: bool, state: RequestState,
-                    ) -> tuple[dict[str, Any] | None, Any]:
+                    thinking: bool, state: RequestState) -> Answer:
         request_id = state.request_id
         upstream = backend.upstream
         adapter = upstream.adapter
@@ -242,10 +280,6 @@ class Gateway:
         state.cost_cny = self.costs.cost(backend.name, state.served.model, usage, busy_s, concurrency)
         state.cloud_equivalent_cny = self.costs.cloud_equivalent(usage)
 
-    def _stream_end(self, state: RequestState, backend: Backend, occupancy: Occupancy,
-                    data: dict[str, Any]) -> StreamAccount:
-        return StreamAccount(self, state, backend, occupancy, data)
-
     def finish(self, state: RequestState, outcome: str) -> None:
         """Record the request once, whoever ends it."""
         if state.finished or not state.chat:
@@ -257,12 +291,20 @@ class Gateway:
         self.finish(state, err.outcome)
 
     def _exhausted(self, state: RequestState, last: UpstreamError | None) -> UpstreamError:
+        """Every route failed: the gateway's own code (upstream_error, upstream_timeout,
+        upstream_unavailable, or rate_limit_exceeded when the last one was rate-limited), the attempts
+        in the message, and Retry-After when waiting can help."""
         tried = ", ".join(f"{a.route}:{a.result}" for a in state.attempts)
+        probe_in = min((b.breaker.seconds_until_probe() for b in self.backends.values()), default=0.0)
         if last is None:
             return UpstreamUnavailable(f"no route available: every circuit breaker is open ({tried})",
-                                       backend="*")
-        last.message = f"{last.message} (attempts: {tried})"
-        return last
+                                       backend="*", retry_after=max(probe_in, 1.0))
+        message = f"{last.message} (attempts: {tried})"
+        if last.status == 429:
+            return UpstreamError(message, backend=last.backend, status=429,
+                                 retry_after=last.retry_after if last.retry_after is not None else max(probe_in, 1.0))
+        kind = type(last) if isinstance(last, (UpstreamTimeout, UpstreamUnavailable)) else UpstreamError
+        return kind(message, backend=last.backend, retry_after=probe_in or None)
 
     async def readiness(self) -> dict[str, Any]:
         names = list(self.backends)
@@ -288,7 +330,7 @@ class StreamAccount:
     state: RequestState
     backend: Backend
     occupancy: Occupancy
-    data: dict[str, Any]
+    prompt: Callable[[], str]  # the prompt's text, for a token estimate when no usage came
     priced: bool = False
 
     def usage(self, usage: dict[str, Any]) -> float | None:
@@ -305,7 +347,7 @@ class StreamAccount:
         state = self.state
         if not self.priced:  # broken, cancelled, or an upstream that sent no usage: count ourselves
             state.last_token_s = state.elapsed()
-            prompt = round(approx_tokens(full_text(self.data["messages"])))
+            prompt = round(approx_tokens(self.prompt()))
             self.gateway._price(state, self.backend, self.occupancy, TokenUsage(prompt, tokens_seen, estimated=True))
         if error is not None:
             self.backend.breaker.record_failure()

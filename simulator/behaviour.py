@@ -30,6 +30,7 @@ class Behaviour:
     error_rate: float = 0.0  # share of requests answered with error_status
     error_status: int = 500
     fail_next: int = 0  # the next N requests fail with error_status (deterministic, for tests)
+    retry_after_s: float = 1.0  # Retry-After sent with a 429, as real rate limiters do; 0: none
     cut_after_tokens: int = -1  # >= 0: drop the connection mid-stream after N tokens
     hang_after_tokens: int = -1  # >= 0: stop sending (keep the connection open) after N tokens
     reasoning_field: str = ""  # vLLM >= 0.11 sends "reasoning"; older vLLM "reasoning_content"

@@ -29,12 +29,38 @@ def count_prompt_tokens(body: dict[str, Any]) -> int:
     return max(1, chars // 4) + 4 * len(body.get("messages") or [])
 
 
+def count_text_tokens(prompt: Any) -> int:
+    """A legacy completion's prompt: text (about four characters a token) or token ids."""
+    if isinstance(prompt, str):
+        return max(1, len(prompt) // 4)
+    if isinstance(prompt, list):
+        return sum(count_text_tokens(p) if not isinstance(p, int) else 1 for p in prompt)
+    return 1
+
+
+def choices_asked(body: dict[str, Any]) -> int:
+    n = body.get("n")
+    return n if isinstance(n, int) and n > 1 else 1
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return content if isinstance(content, str) else ""
+    return ""
+
+
 def answer_tokens(body: dict[str, Any], behaviour: Behaviour) -> tuple[list[str], str]:
-    """The content tokens and the finish reason, honouring max_tokens, stop and response_format."""
+    """The content tokens and the finish reason, honouring max_tokens, stop and response_format; a
+    JSON answer also when the prompt asks for JSON, as a model would, so frameworks that parse it
+    can finish."""
     limit = body.get("max_tokens") or body.get("max_completion_tokens") or behaviour.output_tokens
     n = min(int(limit), behaviour.output_tokens)
     fmt = (body.get("response_format") or {}).get("type")
-    if fmt in ("json_object", "json_schema"):
+    if fmt in ("json_object", "json_schema") or "json" in _last_user_text(body).lower():
         words = ['{"answer": "', *[_WORDS[i % len(_WORDS)] + " " for i in range(max(n - 2, 1))], '"}']
     else:
         words = [(_WORDS[i % len(_WORDS)] + " ") for i in range(n)]
@@ -53,10 +79,13 @@ def reasoning_tokens(behaviour: Behaviour) -> list[str]:
 
 
 def tool_call_for(body: dict[str, Any]) -> dict[str, Any] | None:
-    """Call the named tool, or the first one, unless tool_choice is 'none'."""
+    """Call the named tool, or the first one, unless tool_choice is 'none' or the conversation
+    already ends with a tool's result: then answer in text, so an agent loop through it ends."""
     tools = body.get("tools") or []
     choice = body.get("tool_choice", "auto")
-    if not tools or choice == "none":
+    messages = body.get("messages") or []
+    after_tool = bool(messages) and isinstance(messages[-1], dict) and messages[-1].get("role") in ("tool", "function")
+    if not tools or choice == "none" or (after_tool and choice in ("auto", None)):
         return None
     name = tools[0].get("function", {}).get("name", "tool")
     if isinstance(choice, dict):
@@ -78,20 +107,28 @@ def usage(prompt: int, completion: int, reasoning: int) -> dict[str, Any]:
 class ChunkWriter:
     """Builds `data: ...` SSE frames that share one id, model and created time."""
 
-    def __init__(self, model: str, flavour: str) -> None:
+    def __init__(self, model: str, flavour: str, kind: str = "chat") -> None:
         self.base = {
-            "id": "chatcmpl-" + uuid.uuid4().hex,
-            "object": "chat.completion.chunk",
+            "id": ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex,
+            "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
             "created": int(time.time()),
             "model": model,
         }
         self.flavour = flavour
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, index: int = 0) -> bytes:
+        choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
         if self.flavour == "vllm":
             choice["logprobs"] = None
         return self.frame({**self.base, "choices": [choice]})
+
+    def text_chunk(self, text: str, finish: str | None, index: int) -> bytes:
+        return self.frame({**self.base, "choices": [{"index": index, "text": text, "logprobs": None,
+                                                     "finish_reason": finish}]})
+
+    def text_completion(self, text: str, finish: str, choices: int, usage_body: dict[str, Any]) -> dict[str, Any]:
+        return {**self.base, "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": finish}
+                                         for i in range(choices)], "usage": usage_body}
 
     def usage_chunk(self, usage_body: dict[str, Any]) -> bytes:
         return self.frame({**self.base, "choices": [], "usage": usage_body})
@@ -112,6 +149,7 @@ def completion(
     tool_call: dict[str, Any] | None,
     finish: str,
     usage_body: dict[str, Any],
+    choices: int = 1,
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if reasoning is not None:
@@ -129,7 +167,7 @@ def completion(
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "choices": [{"index": i, "message": message, "finish_reason": finish} for i in range(choices)],
         "usage": usage_body,
     }
 

@@ -22,7 +22,7 @@ def test_retryable_status_falls_back_to_cloud(gateway, local_sim, cloud_sim, sta
     raw = gateway.client.chat.completions.with_raw_response.create(model="local", messages=user())
     assert raw.parse().model == "qwen3-235b-a22b"
     assert raw.headers["x-qroute-route"] == "cloud"
-    assert raw.headers["x-qroute-attempts"] == f"local:{502 if status >= 500 else status},cloud:ok"
+    assert raw.headers["x-qroute-attempts"] == f"local:{status},cloud:ok"  # the upstream's own status
     assert local_sim[0].stats["errors"] == 1 and cloud_sim[0].stats["completed"] == 1
 
 
@@ -95,13 +95,40 @@ def test_non_retryable_upstream_error_is_returned_not_retried(gateway, local_sim
 
 def test_all_routes_failing_gives_502_in_openai_shape(gateway, local_sim, cloud_sim):
     local_sim[0].behaviour.update({"fail_next": 1})
-    cloud_sim[0].behaviour.update({"fail_next": 1})
+    cloud_sim[0].behaviour.update({"fail_next": 1, "error_status": 503})
     r = gateway.http.post("/v1/chat/completions", json={"model": "local", "messages": user()})
     assert r.status_code == 502
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"}
-    assert "attempts: local:502, cloud:502" in err["message"]
-    assert r.headers["x-qroute-route"] == "local"
+    assert err["code"] == "upstream_error" and err["type"] == "upstream_error"  # ours, not the upstream's
+    assert "attempts: local:500, cloud:503" in err["message"]
+    assert r.headers["x-qroute-route"] == "local" and r.headers["x-qroute-attempts"] == "local:500,cloud:503"
+
+
+def test_every_route_rate_limited_is_429_with_retry_after(gateway, local_sim, cloud_sim):
+    local_sim[0].behaviour.update({"fail_next": 1, "error_status": 429})
+    cloud_sim[0].behaviour.update({"fail_next": 1, "error_status": 429, "retry_after_s": 7})
+    r = gateway.http.post("/v1/chat/completions", json={"model": "local", "messages": user()})
+    assert r.status_code == 429 and r.headers["retry-after"] == "7"  # the last upstream's own
+    assert r.json()["error"]["code"] == "rate_limit_exceeded" and r.json()["error"]["type"] == "rate_limit_error"
+    local_sim[0].behaviour.update({"fail_next": 1, "error_status": 429})
+    cloud_sim[0].behaviour.update({"fail_next": 1, "error_status": 429, "retry_after_s": 0})
+    r = gateway.http.post("/v1/chat/completions", json={"model": "local", "messages": user()})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1  # computed when none was sent
+    with pytest.raises(openai.RateLimitError):
+        local_sim[0].behaviour.update({"fail_next": 1, "error_status": 429})
+        cloud_sim[0].behaviour.update({"fail_next": 1, "error_status": 429})
+        gateway.client.chat.completions.create(model="local", messages=user())
+
+
+def test_open_breakers_give_503_with_retry_after(make_gateway, local_sim, cloud_sim):
+    gw = make_gateway(breaker={"failure_threshold": 1, "reset_after_s": 30})
+    local_sim[0].behaviour.update({"fail_next": 1})
+    cloud_sim[0].behaviour.update({"fail_next": 1})
+    assert gw.http.post("/v1/chat/completions", json={"model": "local", "messages": user()}).status_code == 502
+    r = gw.http.post("/v1/chat/completions", json={"model": "local", "messages": user()})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "upstream_unavailable"
+    assert 25 <= int(r.headers["retry-after"]) <= 30  # until the first breaker lets a probe through
 
 
 def test_mid_stream_cut_ends_with_error_event_then_done(gateway, local_sim):

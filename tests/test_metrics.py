@@ -99,7 +99,7 @@ def test_fallback_and_failures_are_counted(metered, local_sim, cloud_sim):
     r = metered.http.post("/v1/chat/completions", json={"model": "local", "messages": user()})
     assert r.status_code == 502
     m = scrape(metered)
-    assert value(m, "qroute_fallbacks_total", from_route="local", to_route="cloud", cause="502") == 2
+    assert value(m, "qroute_fallbacks_total", from_route="local", to_route="cloud", cause="503") == 2
     assert value(m, "qroute_requests_total", route="cloud", model="qwen3-235b-a22b", outcome="ok") == 1
     assert value(m, "qroute_requests_total", route="local", model="none", outcome="upstream_error") == 1
 

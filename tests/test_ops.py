@@ -45,3 +45,34 @@ def test_readyz_is_503_when_no_upstream_answers(make_gateway):
     assert {u["reachable"] for u in r.json()["upstreams"].values()} == {False}
     r = gw.http.post("/v1/chat/completions", json={"model": "local", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 503 and r.json()["error"]["code"] == "upstream_unavailable"
+
+
+def test_every_listed_model_can_be_retrieved(gateway):
+    listed = gateway.client.models.list().data
+    assert "Qwen/Qwen3-8B" in [m.id for m in listed]  # ids with a `/`: the SDK sends Qwen%2FQwen3-8B
+    for card in listed:
+        assert gateway.client.models.retrieve(card.id).model_dump() == card.model_dump()
+    r = gateway.http.get("/v1/models/Qwen/Qwen3-8B")  # unencoded, as curl would send it
+    assert r.status_code == 200
+    assert r.json() == {"id": "Qwen/Qwen3-8B", "object": "model", "created": r.json()["created"], "owned_by": "qroute"}
+
+
+def test_retrieving_an_unknown_model_is_a_404_in_openai_shape(gateway):
+    import openai
+
+    for model in ("gpt-4o", "Qwen/Qwen3-8B/extra", "qwen", "default"):
+        try:
+            gateway.client.models.retrieve(model)
+        except openai.NotFoundError as exc:
+            assert exc.code == "model_not_found" and exc.param == "model" and model in exc.body["message"]
+        else:
+            raise AssertionError(f"{model} was found")
+    r = gateway.http.get("/v1/models/nope/x")
+    assert r.status_code == 404
+    assert r.json() == {"error": {"message": "The model 'nope/x' does not exist.", "type": "invalid_request_error",
+                                  "param": "model", "code": "model_not_found"}}
+
+
+def test_retrieving_a_model_needs_a_client_key(gateway):
+    r = httpx.get(f"{gateway.base}/v1/models/local")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"

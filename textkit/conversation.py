@@ -35,6 +35,9 @@ def clean(text: str) -> str:
     return text
 
 
+_IMAGE_PARTS = ("image_url", "input_image", "image")
+
+
 def _content_text(content: Any) -> tuple[str, int]:
     if isinstance(content, str):
         return content, 0
@@ -46,7 +49,7 @@ def _content_text(content: Any) -> tuple[str, int]:
             kind = part.get("type")
             if kind in ("text", "input_text") and isinstance(part.get("text"), str):
                 texts.append(part["text"])
-            elif kind in ("image_url", "input_image", "image"):
+            elif kind in _IMAGE_PARTS:
                 images += 1
         return "\n".join(texts), images
     return "", 0
@@ -82,6 +85,15 @@ def read_conversation(messages: Any) -> Conversation:
         system=clean("\n".join(system))[:1000],
         total_chars=len(ask),
     )
+
+
+def has_images(messages: Any) -> bool:
+    """Does any message carry an image part? (Such a request must reach a vision-capable model.)"""
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") in _IMAGE_PARTS for p in content):
+            return True
+    return False
 
 
 def full_text(messages: Any) -> str:

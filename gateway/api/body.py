@@ -9,10 +9,11 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 
 from gateway.errors import InvalidRequest, PayloadTooLarge
-from gateway.protocol import ChatCompletionRequest
+from gateway.protocol import ChatCompletionRequest, CompletionRequest
 
 M = TypeVar("M", bound=BaseModel)
 _chat_adapter = TypeAdapter(ChatCompletionRequest)
+_completion_adapter = TypeAdapter(CompletionRequest)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -60,3 +61,8 @@ def parse_chat_request(raw: bytes) -> tuple[ChatCompletionRequest, dict[str, Any
     """Validate the body; return the model and the raw dict (what is forwarded upstream)."""
     data = json_object(raw)
     return validate(_chat_adapter, data), data
+
+
+def parse_completion_request(raw: bytes) -> tuple[CompletionRequest, dict[str, Any]]:
+    data = json_object(raw)
+    return validate(_completion_adapter, data), data

@@ -1,4 +1,4 @@
-"""GET /v1/models, /healthz (process alive), /readyz (each upstream's state), /metrics (Prometheus)."""
+"""GET /v1/models[/{id}], /healthz (process alive), /readyz (each upstream's state), /metrics (Prometheus)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.auth import check_key
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.protocol import ModelCard, ModelList
 
 router = APIRouter()
@@ -18,9 +18,24 @@ _STARTED = int(time.time())
 @router.get("/v1/models")
 async def list_models(request: Request) -> JSONResponse:
     check_key(request, request.app.state.client_keys)
-    gateway = request.app.state.gateway
-    cards = [ModelCard(id=i, created=_STARTED, owned_by="qroute") for i in gateway.resolver.model_ids()]
-    return JSONResponse(ModelList(data=cards).model_dump())
+    return JSONResponse(ModelList(data=_model_cards(request)).model_dump())
+
+
+def _model_cards(request: Request) -> list[ModelCard]:
+    """Chat models (`auto`, the routes, configured model ids), then the embedders (`embeddings.models`),
+    all `owned_by: qroute` as one OpenAI-shaped list; `default` is an alias, not listed."""
+    ids = [*request.app.state.gateway.resolver.model_ids(), *request.app.state.embeddings.names()]
+    return [ModelCard(id=i, created=_STARTED, owned_by="qroute") for i in ids]
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(request: Request, model_id: str) -> JSONResponse:
+    """One model object, for any id GET /v1/models lists (ids may hold `/`: `Qwen/Qwen3-8B`)."""
+    check_key(request, request.app.state.client_keys)
+    for card in _model_cards(request):
+        if card.id == model_id:
+            return JSONResponse(card.model_dump())
+    raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
 
 
 @router.get("/healthz")

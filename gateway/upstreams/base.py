@@ -24,11 +24,14 @@ class Upstream(Protocol):
 
     async def close(self) -> None: ...
 
-    async def complete(self, body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
-        """One chat completion; raise UpstreamError subclasses on failure."""
+    async def complete(self, body: dict[str, Any], request_id: str | None = None,
+                       path: str | None = None) -> dict[str, Any]:
+        """One chat completion (or, with `path`, another OpenAI endpoint such as /completions);
+        raise UpstreamError subclasses on failure."""
         ...
 
-    def stream(self, body: dict[str, Any], request_id: str | None = None) -> AsyncIterator[bytes]:
+    def stream(self, body: dict[str, Any], request_id: str | None = None,
+               path: str | None = None) -> AsyncIterator[bytes]:
         """SSE data payloads (JSON bytes) up to, not including, [DONE]; raise on a break."""
         ...
 
@@ -61,7 +64,7 @@ def carries_token(payload: bytes) -> bool:
         return True
     for choice in choices:
         delta = choice.get("delta") or {}
-        if choice.get("finish_reason") or delta.get("tool_calls") or any(
+        if choice.get("finish_reason") or choice.get("text") or delta.get("tool_calls") or any(
             delta.get(k) for k in ("content", "reasoning_content", "reasoning")
         ):
             return True
@@ -69,9 +72,9 @@ def carries_token(payload: bytes) -> bool:
 
 
 async def prime(upstream: Upstream, body: dict[str, Any], first_token_s: float,
-                request_id: str | None = None) -> PrimedStream:
+                request_id: str | None = None, path: str | None = None) -> PrimedStream:
     """Open the stream and wait, within `first_token_s`, for the first payload with a token."""
-    events = upstream.stream(body, request_id)
+    events = upstream.stream(body, request_id, path)
     head: list[bytes] = []
     try:
         async with asyncio.timeout(first_token_s):

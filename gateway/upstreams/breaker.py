@@ -41,6 +41,12 @@ class CircuitBreaker:
             return BreakerState.HALF_OPEN
         return self._state
 
+    def seconds_until_probe(self) -> float:
+        """How long until an open breaker lets a probe through (0 when it is not open)."""
+        if self._state is not BreakerState.OPEN:
+            return 0.0
+        return max(self.reset_after_s - (self._clock() - self._opened_at), 0.0)
+
     @property
     def consecutive_failures(self) -> int:
         return self._failures

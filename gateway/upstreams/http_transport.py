@@ -21,7 +21,18 @@ _DATA = b"data:"
 _DONE = b"[DONE]"
 
 
-def upstream_http_error(backend: str, status: int, raw: bytes, retry_statuses: frozenset[int]) -> UpstreamError:
+def retry_after_seconds(value: str | None) -> float | None:
+    """An upstream's Retry-After in seconds (the HTTP-date form is rare from model servers: ignored)."""
+    if not value:
+        return None
+    try:
+        return max(float(value.strip()), 0.0)
+    except ValueError:
+        return None
+
+
+def upstream_http_error(backend: str, status: int, raw: bytes, retry_statuses: frozenset[int],
+                        retry_after: str | None = None) -> UpstreamError:
     """Turn an upstream error body (vLLM's or DashScope's shape) into an UpstreamError."""
     message, code, param = raw[:300].decode("utf-8", "replace"), None, None
     try:
@@ -36,7 +47,8 @@ def upstream_http_error(backend: str, status: int, raw: bytes, retry_statuses: f
         pass
     client_status = status if status < 500 else 502
     return UpstreamError(f"upstream {backend} returned {status}: {message}", backend=backend,
-                         status=client_status, retryable=status in retry_statuses, code=code, param=param)
+                         status=client_status, retryable=status in retry_statuses, code=code, param=param,
+                         upstream_status=status, retry_after=retry_after_seconds(retry_after))
 
 
 class HttpUpstream:
@@ -80,14 +92,19 @@ class HttpUpstream:
     def _request_headers(self, request_id: str | None) -> dict[str, str]:
         return {**self._headers, "x-request-id": request_id} if request_id else self._headers
 
-    async def complete(self, body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+    def _url(self, path: str | None) -> str:
+        return f"{self.adapter.api_base}{path}" if path else self.adapter.url
+
+    async def complete(self, body: dict[str, Any], request_id: str | None = None,
+                       path: str | None = None) -> dict[str, Any]:
         try:
-            async with self.session.post(self.adapter.url, data=orjson.dumps(body),
+            async with self.session.post(self._url(path), data=orjson.dumps(body),
                                          headers=self._request_headers(request_id),
                                          timeout=self._complete_timeout) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    raise upstream_http_error(self.adapter.backend, resp.status, raw, self.retry_statuses)
+                    raise upstream_http_error(self.adapter.backend, resp.status, raw, self.retry_statuses,
+                                              resp.headers.get("retry-after"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._translate(exc) from None
         try:
@@ -96,15 +113,17 @@ class HttpUpstream:
             raise UpstreamError(f"{self.adapter.backend} sent a body that is not JSON",
                                 backend=self.adapter.backend) from None
 
-    async def stream(self, body: dict[str, Any], request_id: str | None = None) -> AsyncIterator[bytes]:
+    async def stream(self, body: dict[str, Any], request_id: str | None = None,
+                     path: str | None = None) -> AsyncIterator[bytes]:
         resp = None
         try:
-            resp = await self.session.post(self.adapter.url, data=orjson.dumps(body),
+            resp = await self.session.post(self._url(path), data=orjson.dumps(body),
                                            headers=self._request_headers(request_id),
                                            timeout=self._stream_timeout)
             if resp.status >= 400:
                 raw = await resp.read()
-                raise upstream_http_error(self.adapter.backend, resp.status, raw, self.retry_statuses)
+                raise upstream_http_error(self.adapter.backend, resp.status, raw, self.retry_statuses,
+                                          resp.headers.get("retry-after"))
             async for line in resp.content:
                 if not line.startswith(_DATA):
                     continue

@@ -14,6 +14,7 @@ import orjson
 
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.settings import Timeouts
+from gateway.upstreams.http_transport import retry_after_seconds
 from gateway.upstreams.provider import ProviderAdapter, import_litellm
 
 _SENT_BY_LITELLM = frozenset({"model", "messages", "stream", "stream_options"})
@@ -57,17 +58,30 @@ class LiteLLMUpstream:
             return UpstreamUnavailable(f"cannot connect to {name}", backend=name)
         status = int(getattr(exc, "status_code", 502) or 502)
         message = getattr(exc, "message", None) or str(exc)
+        response = getattr(exc, "response", None)
+        retry_after = response.headers.get("retry-after") if response is not None and hasattr(response, "headers") \
+            else None
         return UpstreamError(f"upstream {name} returned {status}: {message}", backend=name,
-                             status=status if status < 500 else 502, retryable=status in self.retry_statuses)
+                             status=status if status < 500 else 502, retryable=status in self.retry_statuses,
+                             upstream_status=status, retry_after=retry_after_seconds(retry_after))
 
-    async def complete(self, body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+    def _chat_only(self, path: str | None) -> None:
+        if path is not None:  # routing never sends other endpoints here (serves_completions is False)
+            raise UpstreamError(f"{self.adapter.backend} (transport: litellm) serves chat completions only",
+                                backend=self.adapter.backend, status=400, retryable=False)
+
+    async def complete(self, body: dict[str, Any], request_id: str | None = None,
+                       path: str | None = None) -> dict[str, Any]:
+        self._chat_only(path)
         try:
             response = await self._litellm.acompletion(stream=False, **self._kwargs(body, request_id))
         except Exception as exc:  # LiteLLM raises its own hierarchy; translate all of it here.
             raise self._translate(exc) from None
         return response.model_dump()
 
-    async def stream(self, body: dict[str, Any], request_id: str | None = None) -> AsyncIterator[bytes]:
+    async def stream(self, body: dict[str, Any], request_id: str | None = None,
+                     path: str | None = None) -> AsyncIterator[bytes]:
+        self._chat_only(path)
         try:
             response = await self._litellm.acompletion(
                 stream=True, stream_options=body.get("stream_options"), **self._kwargs(body, request_id)

@@ -1,0 +1,29 @@
+"""POST /v1/completions (the legacy text-completion API, which llama-index's OpenAILike and older
+clients call): authenticate, parse, hand to the pipeline, render, as chat does."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from gateway.api.body import parse_completion_request, read_body
+from gateway.auth import check_key
+from gateway.context import headers_for, request_state
+from gateway.streaming import JSONAnswer, SSEResponse
+
+router = APIRouter()
+
+
+@router.post("/v1/completions")
+async def completions(request: Request) -> Response:
+    state = request_state(request)
+    state.chat = True
+    gateway = request.app.state.gateway
+    check_key(request, request.app.state.client_keys)
+    completion, data = parse_completion_request(await read_body(request, gateway.settings.server.max_body_bytes))
+    outcome = await gateway.handle_completion(completion, data, state)
+    headers = headers_for(state, outcome)
+    if outcome.frames is not None:
+        return SSEResponse(outcome.frames, headers, after=outcome.account)
+    return JSONAnswer(orjson.dumps(outcome.result), headers, after=outcome.account)
