@@ -23,17 +23,19 @@ demo: $(STAMP)
 tools:
 	bash tests/tools.sh
 
-# Lint, type-check, then the suite in a random order (module buckets; the seed is printed so a
-# failing order can be replayed with -p random_order --random-order-seed=N).
+# Lint, type-check, then the suite in a random order (module buckets). The seed is printed first;
+# replay a failing order with `make test SEED=N`. tests/clients need the clients extra: make test-clients.
 test: $(STAMP) tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -p random_order --random-order --ignore=tests/clients  # those: make test-clients
+	@seed=$${SEED:-$$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')}; echo "pytest order: --random-order-seed=$$seed (replay: make test SEED=$$seed)"; \
+	  $(BIN)/python -m pytest -p random_order --random-order-seed=$$seed --ignore=tests/clients
 
-# The suite N times over (default 20), each run in a new random order: finds order- and
-# timing-dependent tests. Stops at the first failing run.
-test-repeat: $(STAMP)
-	for i in $$(seq $(or $(N),20)); do $(BIN)/python -m pytest -p random_order --random-order -x || exit 1; done
+# The suite N times over (default 20), each run in a new random order (its seed printed first): finds
+# order- and timing-dependent tests. Stops at the first failing run.
+test-repeat: $(STAMP) tools
+	for i in $$(seq $(or $(N),20)); do seed=$$(od -An -N2 -tu2 /dev/urandom | tr -d ' '); echo "run $$i: --random-order-seed=$$seed"; \
+	  $(BIN)/python -m pytest -p random_order --random-order-seed=$$seed --ignore=tests/clients -x || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -8,8 +8,9 @@ cd "$(dirname "$0")/../.."
 make setup
 VENV=.venv-vllm
 WORK=$(mktemp -d /tmp/qroute-vllm-XXXX)
-VLLM_PORT=${VLLM_PORT:-18000}
-GW_PORT=${GW_PORT:-18400}
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+VLLM_PORT=${VLLM_PORT:-$(free_port)}  # free ports: two runs on one host never talk to each other's servers
+GW_PORT=${GW_PORT:-$(free_port)}
 if [ ! -x "$VENV/bin/vllm" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
