@@ -106,6 +106,17 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.config, exit_after_table=args.exit)
 
 
+def _key_id(args: argparse.Namespace) -> int:
+    from gateway.limits import key_id
+
+    key = args.key if args.key != "-" else sys.stdin.readline().strip()
+    if not key:
+        print("qroute key-id: give a key (or - to read it from stdin)", file=sys.stderr)
+        return 2
+    print(key_id(key))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qroute", description="Complexity-routing LLM gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_retrieval_parsers(sub)
     add_cost_parser(sub)
     add_report_parser(sub)
+
+    kid = sub.add_parser("key-id", help="the id a client key is known by in limits: and in Redis (never the key)")
+    kid.add_argument("key", help="the client key, or - to read it from stdin (keeps it out of shell history)")
+    kid.set_defaults(func=_key_id)
 
     demo = sub.add_parser("demo", help="start simulators and gateway, send sample queries, print a table")
     demo.add_argument("--config", default="deploy/qroute.demo.yaml")

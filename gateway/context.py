@@ -20,6 +20,7 @@ from gateway.auth import presented_key
 
 if TYPE_CHECKING:
     from gateway.cost import TokenUsage
+    from gateway.limits import Ticket
     from gateway.pipeline import ChatOutcome
     from gateway.routing import RouteDecision
     from router.routes import Route
@@ -62,6 +63,9 @@ class RequestState:
     usage: TokenUsage | None = None
     cost_cny: float | None = None
     cloud_equivalent_cny: float | None = None
+    cache_control: str | None = None  # the client's Cache-Control header
+    cache: str | None = None  # "hit" or "miss" when the response cache applied
+    ticket: Ticket | None = None  # what the per-key limits admitted; settled when the request ends
     finished: bool = False
 
     def elapsed(self) -> float:
@@ -76,7 +80,8 @@ def request_state(request: Request) -> RequestState:
     if state is None:
         given = request.headers.get("x-request-id", "")
         state = RequestState(given if _SAFE_ID.match(given) else uuid.uuid4().hex,
-                             client_key=presented_key(request), rag_header=request.headers.get("x-qroute-rag"))
+                             client_key=presented_key(request), rag_header=request.headers.get("x-qroute-rag"),
+                             cache_control=request.headers.get("cache-control"))
         request.state.qroute = state
     return state
 
@@ -89,6 +94,8 @@ def headers_for(state: RequestState, outcome: ChatOutcome | None = None) -> dict
         headers["x-qroute-reason"] = decision.reason
     if state.attempts:
         headers["x-qroute-attempts"] = state.attempts_header()
+    if state.cache is not None:
+        headers["x-qroute-cache"] = state.cache
     served = state.served
     if served is None:
         headers["x-qroute-route"] = decision.route if decision else "none"

@@ -5,6 +5,7 @@
     ├── Unauthorized          401 invalid_api_key
     ├── ModelNotFound         404 model_not_found
     ├── PayloadTooLarge       413 request_too_large
+    ├── RateLimited           429 rate_limit_exceeded (a key over its limits; Retry-After)
     ├── RetrievalFailed       500 retrieval_error (the search itself failed)
     │   └── RetrievalUnavailable 503 retrieval_unavailable (embedding or rerank endpoint down)
     └── UpstreamError         upstream's status for client errors, else 502/503/504
@@ -86,6 +87,20 @@ class PayloadTooLarge(GatewayError):
     type = "invalid_request_error"
     code = "request_too_large"
     outcome = "client_error"
+
+
+class RateLimited(GatewayError):
+    """A client key over one of its limits (limits:): 429 with Retry-After."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    outcome = "rate_limited"
+
+    def __init__(self, message: str, *, limit: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.limit = limit  # rpm, tpm, concurrent or budget
+        self.retry_after = retry_after
 
 
 class RetrievalFailed(GatewayError):

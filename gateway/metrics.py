@@ -59,6 +59,10 @@ class Recorder(Protocol):
     def thresholds_changed(self, thresholds: Thresholds) -> None: ...
     def embeddings_finished(self, model: str, outcome: str, inputs: int, tokens: int,
                             seconds: float | None) -> None: ...
+    def redis_state(self, up: bool) -> None: ...
+    def cache_lookup(self, result: str) -> None: ...
+    def cache_saved(self, cny: float) -> None: ...
+    def rate_limited(self, limit: str) -> None: ...
     def render(self) -> tuple[bytes, str]: ...
     def process_exiting(self) -> None: ...
 
@@ -83,6 +87,18 @@ class NoMetrics:
 
     def embeddings_finished(self, model: str, outcome: str, inputs: int, tokens: int,
                             seconds: float | None) -> None:
+        return None
+
+    def redis_state(self, up: bool) -> None:
+        return None
+
+    def cache_lookup(self, result: str) -> None:
+        return None
+
+    def cache_saved(self, cny: float) -> None:
+        return None
+
+    def rate_limited(self, limit: str) -> None:
         return None
 
     def render(self) -> tuple[bytes, str]:
@@ -161,6 +177,18 @@ class Metrics:
         self.targets = Gauge(
             "qroute_target", "Ops targets from the config, for alert rules: daily_spend_cny, cloud_share, "
             "cloud_share_tolerance.", ["target"], registry=r, multiprocess_mode="max")
+        self.redis_up = Gauge(
+            "qroute_redis_up", "1 while Redis answers within its bound, 0 while the gateway goes on without it "
+            "(per-process limits, no cache); absent without redis configured.", registry=r,
+            multiprocess_mode="livemin")
+        self.cache_lookups = Counter(
+            "qroute_cache_lookups", "Response cache lookups of cacheable requests: hit or miss.", ["result"],
+            registry=r)
+        self.cache_saved_cny = Counter(
+            "qroute_cache_saved_cny", "What the answers served from the cache cost when they were made.", registry=r)
+        self.limited = Counter(
+            "qroute_rate_limited", "Requests refused by a client key's limits, by limit: rpm, tpm, concurrent, "
+            "budget.", ["limit"], registry=r)
         self._providers = {name: PROVIDER_NAMES.get(cfg.provider, cfg.provider) for name, cfg in
                            settings.backends.items()}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -178,6 +206,12 @@ class Metrics:
             self.decisions.labels(route)
         self.thresholds_changed(Thresholds(settings.router.t1, settings.router.t2))
         self._set_targets(settings.targets)
+        if settings.redis is not None:
+            self.redis_up.set(1)
+        for result in ("hit", "miss"):
+            self.cache_lookups.labels(result)
+        for limit in ("rpm", "tpm", "concurrent", "budget"):
+            self.limited.labels(limit)
 
     def _set_targets(self, targets: TargetsConfig) -> None:
         for name, value in (("daily_spend_cny", targets.daily_spend_cny), ("cloud_share", targets.cloud_share),
@@ -279,6 +313,18 @@ class Metrics:
         self._child(self.embeddings_tokens, model).inc(tokens)
         if seconds is not None:
             self._child(self.embedding_seconds, model).observe(seconds)
+
+    def redis_state(self, up: bool) -> None:
+        self.redis_up.set(1 if up else 0)
+
+    def cache_lookup(self, result: str) -> None:
+        self._child(self.cache_lookups, result).inc()
+
+    def cache_saved(self, cny: float) -> None:
+        self.cache_saved_cny.inc(cny)
+
+    def rate_limited(self, limit: str) -> None:
+        self._child(self.limited, limit).inc()
 
     def process_exiting(self) -> None:
         """A worker that stops takes its live gauges (in flight, breaker) out of the sums."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,12 +22,16 @@ from functools import partial
 from typing import Any
 
 from gateway.aggregate import assemble
+from gateway.cache import CachedAnswer, ResponseCache, cache_key, policy_for
 from gateway.context import Attempt, RequestState, Served
 from gateway.cost import CostModel, TokenUsage
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import GatewayError, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.limits import Limiter
 from gateway.metrics import Recorder, build_recorder
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.rag import Grounding, RagService
+from gateway.redis_link import RedisLink
+from gateway.router_sync import RouterSync
 from gateway.routing import Needs, RouteResolver, build_scorer
 from gateway.settings import Settings, Timeouts, env_secret
 from gateway.streaming import client_events
@@ -102,7 +108,13 @@ class Gateway:
         self.rag = RagService(settings.retrieval, settings.rag_default_keys(), env_secret)
         self.costs = CostModel(settings)
         self.metrics.thresholds_changed(self.resolver.thresholds.current)
-        self._watcher: asyncio.Task[None] | None = None
+        self.replica = settings.server.replica_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.redis = RedisLink(settings.redis, on_state=self.metrics.redis_state, replica=self.replica)
+        self.limiter = Limiter(settings.limits, self.redis)
+        self.cache = ResponseCache(settings.cache, self.redis)
+        self.router_sync = RouterSync(self.resolver.thresholds, self.redis, self.replica,
+                                      on_change=self.metrics.thresholds_changed)
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         """The index first: if it cannot be opened, no upstream session has been made to leak."""
@@ -116,29 +128,26 @@ class Gateway:
             for backend in started:
                 await backend.upstream.close()
             raise
-        self._watcher = asyncio.create_task(self._watch_thresholds())
+        await self.router_sync.start()  # bounded: start-up never waits on Redis
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
+        await self.router_sync.close()
+        for task in list(self._background):
+            task.cancel()
         for backend in self.backends.values():
             await backend.upstream.close()
+        await self.redis.close()
 
-    async def _watch_thresholds(self, every_s: float = 1.0) -> None:
-        """Follow threshold changes made by the other workers of this gateway (the state file)."""
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                if self.resolver.thresholds.reload_if_changed():
-                    self.metrics.thresholds_changed(self.resolver.thresholds.current)
-            except Exception:  # a watcher that dies would silently stop following changes
-                log.exception("reading the router state file failed")
+    async def set_thresholds(self, new: Thresholds, admin_id: str) -> Thresholds:
+        """Ops changed the thresholds (PUT /admin/router): persisted, shared with every replica,
+        audited, exported."""
+        return await self.router_sync.change(new, admin_id)
 
-    def set_thresholds(self, new: Thresholds, who: str) -> Thresholds:
-        """Ops changed the thresholds (PUT /admin/router): persisted, switched, exported."""
-        current = self.resolver.thresholds.update(new, who)
-        self.metrics.thresholds_changed(current)
-        return current
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        """Bookkeeping that must not hold up an answer (limits settled, cache written)."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _route_order(self, first: Route, needs: Needs) -> list[Route]:
         """The chosen route, then its fallbacks that can serve this request, up to max_attempts."""
@@ -151,6 +160,7 @@ class Gateway:
     async def handle_chat(self, request: ChatCompletionRequest, data: dict[str, Any],
                           state: RequestState | None = None) -> ChatOutcome:
         state = state if state is not None else RequestState(request_id=uuid.uuid4().hex, chat=True)
+        state.ticket = await self.limiter.admit(state.client_key, state.request_id)
         # Scored on the client's own messages: the ask's complexity, not the context's length.
         needs = Needs(vision=has_images(data["messages"]), n=(request.n or 1) > 1)
         self._decide(state, request.model, data["messages"], needs)
@@ -165,14 +175,60 @@ class Gateway:
         explicit_thinking = requested_thinking(data)
         grounded = data
 
-        async def call(backend: Backend, route: Route) -> Answer:
-            thinking = self.settings.routes[route].thinking if explicit_thinking is None else explicit_thinking
-            return await self._call(backend, request, grounded, thinking, state)
+        def thinking_for(route: Route) -> bool:
+            return self.settings.routes[route].thinking if explicit_thinking is None else explicit_thinking
 
+        async def call(backend: Backend, route: Route) -> Answer:
+            return await self._call(backend, request, grounded, thinking_for(route), state)
+
+        cached = await self._from_cache(state, request, data, thinking_for, grounding is not None)
+        if isinstance(cached, ChatOutcome):
+            cached.grounding = grounding
+            return cached
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         outcome = await self._serve(state, needs, call, include_usage, lambda: full_text(grounded["messages"]))
         outcome.grounding = grounding
+        if cached is not None and outcome.result is not None:
+            self._keep_in_cache(state, outcome, cached)
         return outcome
+
+    async def _from_cache(self, state: RequestState, request: ChatCompletionRequest, data: dict[str, Any],
+                          thinking_for: Callable[[Route], bool], grounded: bool) -> ChatOutcome | str | None:
+        """A cached answer (a hit), the key to store this answer under (a miss), or None (not cached)."""
+        policy = policy_for(self.settings.cache, data, request.stream, state.cache_control)
+        if policy is None:
+            return None
+        assert state.decision is not None
+        route = state.decision.route
+        backend = self.backends[self.settings.routes[route].backend]
+        key = cache_key(backend.name, backend.upstream.adapter.model, thinking_for(route), data,
+                        self.rag.index_version if grounded else None)
+        hit = await self.cache.get(key) if policy.read else None
+        self.metrics.cache_lookup("hit" if hit is not None else "miss")
+        if hit is None:
+            state.cache = "miss"
+            return key if policy.write else None
+        state.cache = "hit"
+        state.attempts.append(Attempt(route, "cache"))
+        state.served = Served(hit.route, hit.backend, hit.model)  # type: ignore[arg-type]
+        state.cost_cny, state.cloud_equivalent_cny = 0.0, hit.cloud_equivalent_cny
+        state.overhead_s = state.elapsed()
+        self.metrics.cache_saved(hit.cost_cny or 0.0)
+        result = {**hit.result, "usage": {**(hit.result.get("usage") or {}), "qroute_cost_cny": 0.0}}
+        return ChatOutcome(result=result, account=partial(self.finish, state, "ok"))
+
+    def _keep_in_cache(self, state: RequestState, outcome: ChatOutcome, key: str) -> None:
+        """Store the answer once it has been sent."""
+        assert outcome.result is not None and state.served is not None
+        answer = CachedAnswer(outcome.result, state.served.route, state.served.backend, state.served.model,
+                              state.cost_cny, state.cloud_equivalent_cny)
+        sent = outcome.account
+
+        def account_then_store() -> None:
+            sent()
+            self._spawn(self.cache.put(key, answer))
+
+        outcome.account = account_then_store
 
     async def handle_completion(self, request: CompletionRequest, data: dict[str, Any],
                                 state: RequestState | None = None) -> ChatOutcome:
@@ -180,6 +236,7 @@ class Gateway:
         (vLLM does), passed through as it came, priced and recorded like chat."""
         state = state if state is not None else RequestState(request_id=uuid.uuid4().hex, chat=True)
         state.operation = "text_completion"
+        state.ticket = await self.limiter.admit(state.client_key, state.request_id)
         prompt = request.prompt_text()
         needs = Needs(completions=True, n=(request.n or 1) > 1)
         self._decide(state, request.model, [{"role": "user", "content": prompt}], needs)
@@ -281,13 +338,19 @@ class Gateway:
         state.cloud_equivalent_cny = self.costs.cloud_equivalent(usage)
 
     def finish(self, state: RequestState, outcome: str) -> None:
-        """Record the request once, whoever ends it."""
+        """Record the request once, whoever ends it, and settle what its key's limits admitted."""
         if state.finished or not state.chat:
             return
         state.finished = True
         self.metrics.request_finished(state, outcome)
+        if state.ticket is not None:
+            usage = state.usage if state.cache != "hit" else None  # a hit used no upstream tokens
+            tokens = usage.prompt + usage.completion if usage is not None else 0
+            self._spawn(self.limiter.settle(state.ticket, tokens, state.cost_cny or 0.0))
 
     def finish_with_error(self, state: RequestState, err: GatewayError) -> None:
+        if isinstance(err, RateLimited):
+            self.metrics.rate_limited(err.limit)
         self.finish(state, err.outcome)
 
     def _exhausted(self, state: RequestState, last: UpstreamError | None) -> UpstreamError:

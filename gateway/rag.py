@@ -61,6 +61,11 @@ class RagService:
                 secrets=self.secrets)
             log.warning("retrieval index %s loaded: %d chunks", self.config.index, len(self.retriever.data.chunks))
 
+    @property
+    def index_version(self) -> str | None:
+        """Which build of the index answers (part of the response cache's key)."""
+        return self.retriever.data.version if self.retriever is not None else None
+
     def wanted(self, body_flag: bool | None, header: str | None, client_key: str | None) -> bool:
         if body_flag is not None:
             return body_flag

@@ -56,6 +56,27 @@ class ThresholdStore:
             log.error("ignoring unreadable router state %s: %s", self.path, exc)
             return None
 
+    def apply(self, new: Thresholds, source: str) -> None:
+        """A change made elsewhere (another replica, through Redis): kept in the state file too, so a
+        restart without Redis starts from it."""
+        log.warning("router thresholds t1=%.4f t2=%.4f from %s (were t1=%.4f t2=%.4f)",
+                    new.t1, new.t2, source, self.current.t1, self.current.t2)
+        self._write(new)
+        self.current = new
+
+    def _write(self, new: Thresholds) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".router-state-")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"t1": new.t1, "t2": new.t2}, fh)
+            os.replace(tmp, self.path)
+            self._seen = self._stamp()
+        except OSError as exc:
+            log.error("could not keep router thresholds in %s: %s", self.path, exc)
+
     def update(self, new: Thresholds, who: str) -> Thresholds:
         """Persist first (atomically), then switch: a change that cannot be kept is not made."""
         old = self.current

@@ -8,6 +8,7 @@ so a typo in the YAML is caught before the first request, not during it.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,6 +31,7 @@ class ServerConfig(Strict):
     port: int = Field(4000, ge=1, le=65535)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    replica_id: str | None = None  # how this replica signs shared changes (audit); default host:pid
 
 
 class AuthConfig(Strict):
@@ -229,6 +231,50 @@ class EmbeddingsConfig(Strict):
         return self
 
 
+class RedisConfig(Strict):
+    """Shared state across replicas. Every call is bounded by `timeout_ms` and guarded by a breaker:
+    when Redis is slow or gone, requests go on without it (per-process limits, no cache)."""
+
+    url: str  # redis://host:6379/0, rediss://..., unix:///path/redis.sock?db=0
+    password_env: str | None = None  # the password, when not in the URL, from this variable
+    timeout_ms: float = Field(50.0, gt=0, le=2000)  # connect and each command
+    failure_threshold: int = Field(3, ge=1)  # consecutive failures that open Redis's breaker
+    reset_after_s: float = Field(2.0, gt=0)  # then one probe call is let through
+    prefix: str = Field("qroute", pattern=r"^[A-Za-z0-9_.:-]{1,40}$")  # several deployments on one Redis
+
+
+class Limit(Strict):
+    """Per client key; null: no limit of that kind."""
+
+    rpm: int | None = Field(None, ge=1)  # requests per minute (sliding window)
+    tpm: int | None = Field(None, ge=1)  # prompt + completion tokens per minute
+    concurrent: int | None = Field(None, ge=1)  # requests in flight at once
+    budget_cny_per_day: float | None = Field(None, ge=0)  # spend per day, streamed answers included
+
+
+class LimitsConfig(Strict):
+    default: Limit = Limit()
+    # By key id: the first 12 hex digits of the key's SHA-256 (`qroute key-id KEY` prints it), so keys
+    # never appear in the config.
+    keys: dict[str, Limit] = Field(default_factory=dict)
+    day_utc_offset_hours: int = Field(0, ge=-12, le=14)  # when a budget's day starts (8: China time)
+
+    @model_validator(mode="after")
+    def _key_ids(self) -> LimitsConfig:
+        bad = [k for k in self.keys if not re.fullmatch(r"[0-9a-f]{12}", k)]
+        if bad:
+            raise ValueError(f"limits.keys: {bad} are not key ids (12 lower-case hex digits: `qroute key-id KEY`)")
+        return self
+
+
+class CacheConfig(Strict):
+    """Exact-match answers for deterministic requests (temperature 0 or a seed), not streamed."""
+
+    enabled: bool = False
+    ttl_s: float = Field(600.0, gt=0)
+    max_entries: int = Field(10000, ge=1)  # the per-process cache used without Redis
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QROUTE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -247,6 +293,9 @@ class Settings(BaseSettings):
     targets: TargetsConfig = TargetsConfig()
     embeddings: EmbeddingsConfig = EmbeddingsConfig()
     responses: ResponsesConfig = ResponsesConfig()
+    redis: RedisConfig | None = None  # absent or null: single-instance behaviour
+    limits: LimitsConfig = LimitsConfig()
+    cache: CacheConfig = CacheConfig()
 
     @model_validator(mode="after")
     def _cross_check(self) -> Settings:

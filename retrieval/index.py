@@ -59,6 +59,7 @@ class IndexData:
     embeddings: np.ndarray | None
     terms: list[str]
     doc_ids: set[str]
+    version: str = ""  # the live version folder's name: changes with every build or addition
 
 
 def collect_terms(doc: Document) -> list[str]:
@@ -137,7 +138,7 @@ def load_index(index_dir: str | Path) -> IndexData:
         terms = [t for t in (version / "user_dict.txt").read_text(encoding="utf-8").split("\n") if t]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BadIndex(f"{version}: cannot be read ({type(exc).__name__}: {exc})") from None
-    return IndexData(config, chunks, tokens, embeddings, terms, set(manifest.get("doc_ids", [])))
+    return IndexData(config, chunks, tokens, embeddings, terms, set(manifest.get("doc_ids", [])), version.name)
 
 
 def write_index(index_dir: str | Path, data: IndexData) -> Path:

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from gateway.limits import key_id
 from tests.conftest import ADMIN_KEY, user
 
 
@@ -30,7 +31,8 @@ def test_admin_key_required(admin_gateway):
     assert gw.http.put("/admin/router", json={"t2": 0.5}).status_code == 401  # the client key is not enough
     assert _put(gw, {"t2": 0.5}, key="sk-wrong").status_code == 401
     r = gw.http.get("/admin/router", headers={"authorization": f"Bearer {ADMIN_KEY}"})
-    assert r.status_code == 200 and r.json() == {"t1": 0.6, "t2": 0.8, "scorer": "learned"}
+    assert r.status_code == 200
+    assert r.json() == {"t1": 0.6, "t2": 0.8, "scorer": "learned", "shared": "state file", "audit": []}
 
 
 def test_no_admin_key_configured_is_403(make_gateway, monkeypatch):
@@ -59,7 +61,11 @@ def test_change_takes_effect_is_logged_and_survives_restart(admin_gateway, caplo
     caplog.set_level(logging.WARNING, logger="qroute.router")
     r = _put(gw, {"t1": 1.0, "t2": 1.0})
     assert r.status_code == 200 and r.json()["t2"] == 1.0
-    assert "router thresholds changed by admin key ...dmin" in caplog.text
+    assert f"router thresholds changed by admin key {key_id(ADMIN_KEY)}" in caplog.text
+    assert ADMIN_KEY not in caplog.text and "...dmin" not in caplog.text  # its id, never a piece of the key
+    audit = gw.http.get("/admin/router", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["audit"]
+    assert audit[0]["old"] == {"t1": 0.6, "t2": 0.8} and audit[0]["new"] == {"t1": 1.0, "t2": 1.0}
+    assert audit[0]["admin"] == key_id(ADMIN_KEY) and audit[0]["replica"]
     raw = gw.client.chat.completions.with_raw_response.create(model="auto", messages=hard)
     assert raw.headers["x-qroute-route"] == "local"
     assert raw.headers["x-qroute-reason"] == "auto:learned:below_t1"

@@ -2,11 +2,12 @@
 # System tools the test suite needs, from Debian, installed only when missing; then their versions.
 #   prometheus (brings promtool): tests/test_prometheus_live.py starts its own server on a free port,
 #   tests/test_observability_deploy.py runs promtool on deploy/prometheus/.
+#   redis-server: tests/test_redis.py starts its own on a free port (never the machine's 6379).
 # Starts nothing. Idempotent: when everything is there it only prints versions.
 set -euo pipefail
 
 # command -> Debian package that provides it
-declare -A PACKAGES=([prometheus]=prometheus [promtool]=prometheus)
+declare -A PACKAGES=([prometheus]=prometheus [promtool]=prometheus [redis-server]=redis-server)
 
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
@@ -35,5 +36,6 @@ if ((${#missing[@]})); then
     fi
 fi
 
+redis-server --version 2>&1 | sed -n 1p
 prometheus --version 2>&1 | sed -n 1p
 promtool --version 2>&1 | sed -n 1p

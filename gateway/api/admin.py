@@ -10,7 +10,8 @@ from starlette.responses import JSONResponse
 
 from gateway.auth import key_matches, presented_key
 from gateway.errors import Forbidden, InvalidRequest, Unauthorized
-from gateway.routing import RouteResolver
+from gateway.limits import key_id
+from gateway.pipeline import Gateway
 from router.decide import Thresholds
 
 router = APIRouter()
@@ -23,24 +24,27 @@ def _admin(request: Request) -> str:
     key = presented_key(request)
     if key is None or not key_matches(key, keys):
         raise Unauthorized("An admin key is required.")
-    return f"admin key ...{key[-4:]}"
+    return key_id(key)  # how the change is logged and audited: never the key itself
 
 
-def _body(resolver: RouteResolver) -> dict[str, Any]:
-    t = resolver.thresholds.current
-    return {"t1": t.t1, "t2": t.t2, "scorer": resolver.scorer.name}
+async def _body(gateway: Gateway) -> dict[str, Any]:
+    t = gateway.resolver.thresholds.current
+    return {"t1": t.t1, "t2": t.t2, "scorer": gateway.resolver.scorer.name,
+            "shared": "redis" if gateway.redis.configured else "state file",
+            "audit": await gateway.router_sync.audit()}
 
 
 @router.get("/admin/router")
 async def get_router(request: Request) -> JSONResponse:
     _admin(request)
-    return JSONResponse(_body(request.app.state.gateway.resolver))
+    return JSONResponse(await _body(request.app.state.gateway))
 
 
 @router.put("/admin/router")
 async def put_router(request: Request) -> JSONResponse:
     who = _admin(request)
-    resolver = request.app.state.gateway.resolver
+    gateway: Gateway = request.app.state.gateway
+    resolver = gateway.resolver
     try:
         patch = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
@@ -57,5 +61,5 @@ async def put_router(request: Request) -> JSONResponse:
         new = Thresholds(values["t1"], values["t2"])
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="t1" if "t1" in patch else "t2") from None
-    request.app.state.gateway.set_thresholds(new, who)
-    return JSONResponse(_body(resolver))
+    await gateway.set_thresholds(new, who)
+    return JSONResponse(await _body(gateway))

@@ -1,0 +1,143 @@
+"""The routing thresholds shared by every replica: a change through `PUT /admin/router` on any of them
+is stored in Redis, published, and applied by all within a second; every change is kept in an audit
+list (time, old, new, the admin key's id, the replica). Without Redis the state file does the same for
+the worker processes of one host, and the audit stays in this process.
+
+Each replica listens on the channel and also reads the current values once a second, so a missed
+message (Redis restarted, a network blip) delays a change by a second at most. Precedence at start:
+Redis, then the state file, then the YAML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from gateway.redis_link import RedisLink
+from gateway.router_state import ThresholdStore
+from router.decide import Thresholds
+
+log = logging.getLogger("qroute.router")
+AUDIT_KEEP = 1000
+
+
+class RouterSync:
+    def __init__(self, store: ThresholdStore, link: RedisLink, replica: str,
+                 on_change: Callable[[Thresholds], None]) -> None:
+        self.store = store
+        self.link = link
+        self.replica = replica
+        self._on_change = on_change
+        self._audit: deque[dict[str, Any]] = deque(maxlen=AUDIT_KEEP)
+        self._task: asyncio.Task[None] | None = None
+        self._pubsub: Any = None
+        self._current_key = link.key("router", "current") if link.configured else ""
+        self._audit_key = link.key("router", "audit") if link.configured else ""
+        self._channel = link.key("router", "changed") if link.configured else ""
+
+    async def start(self) -> None:
+        await self._pull()  # bounded: a Redis that does not answer leaves the local values in force
+        self._task = asyncio.create_task(self._follow())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self._drop_pubsub()
+
+    async def change(self, new: Thresholds, admin_id: str) -> Thresholds:
+        """Persist (state file, Redis), publish, record in the audit, then apply here."""
+        old = self.store.current
+        self.store.update(new, f"admin key {admin_id}")
+        entry = {"time": round(time.time(), 3), "old": {"t1": old.t1, "t2": old.t2},
+                 "new": {"t1": new.t1, "t2": new.t2}, "admin": admin_id, "replica": self.replica}
+        self._audit.appendleft(entry)
+        if self.link.configured:
+            payload = orjson.dumps(entry).decode()
+
+            async def share(client: Any) -> bool:
+                async with client.pipeline(transaction=True) as pipe:
+                    pipe.hset(self._current_key, mapping={"t1": new.t1, "t2": new.t2})
+                    pipe.lpush(self._audit_key, payload)
+                    pipe.ltrim(self._audit_key, 0, AUDIT_KEEP - 1)
+                    pipe.publish(self._channel, payload)
+                    await pipe.execute()
+                return True
+
+            if not await self.link.call(share, False):
+                log.warning("router thresholds changed here but not shared: redis is not answering; "
+                            "other replicas keep theirs until it is back and this change is made again")
+        self._on_change(new)
+        return new
+
+    async def audit(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest changes, newest first: from Redis when it answers, else this process's."""
+        if self.link.configured:
+            async def read(client: Any) -> list[str]:
+                return list(await client.lrange(self._audit_key, 0, limit - 1))
+
+            rows: list[str] | None = await self.link.call(read, None)
+            if rows is not None:
+                return [orjson.loads(r) for r in rows]
+        return list(self._audit)[:limit]
+
+    async def _pull(self) -> None:
+        """Apply Redis's current thresholds, or the state file's when another worker changed it."""
+        if self.link.configured:
+            async def read(client: Any) -> dict[str, str]:
+                return dict(await client.hgetall(self._current_key))
+
+            empty: dict[str, str] = {}
+            current = await self.link.call(read, empty)
+            if current:
+                try:
+                    remote = Thresholds(float(current["t1"]), float(current["t2"]))
+                except (KeyError, ValueError) as exc:
+                    log.error("ignoring unreadable thresholds in redis: %s", exc)
+                    return
+                if remote != self.store.current:
+                    self.store.apply(remote, "redis")
+                    self._on_change(remote)
+                return
+        if self.store.reload_if_changed():
+            self._on_change(self.store.current)
+
+    async def _follow(self) -> None:
+        """Wake on a published change or after a second, whichever comes first, and pull."""
+        while True:
+            await self._wait_for_message(1.0)
+            try:
+                await self._pull()
+            except Exception:  # a follower that dies would silently stop following changes
+                log.exception("reading the shared router thresholds failed")
+
+    async def _wait_for_message(self, timeout_s: float) -> None:
+        if not self.link.configured or not self.link.up:
+            await asyncio.sleep(timeout_s)
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                if self._pubsub is None:
+                    pubsub = self.link.client().pubsub(ignore_subscribe_messages=True)
+                    await pubsub.subscribe(self._channel)
+                    self._pubsub = pubsub
+                await self._pubsub.get_message(timeout=timeout_s)
+        except TimeoutError:
+            return
+        except Exception:  # a broken subscription is rebuilt on the next round; the poll covers the gap
+            await self._drop_pubsub()
+            await asyncio.sleep(timeout_s)
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()

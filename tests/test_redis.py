@@ -1,0 +1,157 @@
+"""Shared state across replicas in a real Redis: two gateway processes on one redis-server share
+thresholds (with an audit trail), per-key limits and budgets, and cached answers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from gateway.limits import key_id
+from tests.conftest import ADMIN_KEY, CLIENT_KEY, config_dict, free_port, user
+from tests.redis_server import RedisServer
+
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+CLIENT = {"authorization": f"Bearer {CLIENT_KEY}"}
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@contextmanager
+def replica(tmp_path: Path, cfg: dict) -> Iterator[str]:
+    """A `qroute serve` process (a replica of its own) with this config."""
+    port = free_port()
+    path = tmp_path / f"replica-{port}.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["QROUTE_ADMIN_KEYS"] = ADMIN_KEY
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode() if proc.stdout else ""
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def shared_config(local_sim, cloud_sim, redis: RedisServer, tmp_path: Path, **overrides) -> dict:
+    cfg = config_dict(local_sim[1].base, cloud_sim[1].base, state_file=None, redis={"url": redis.url}, **overrides)
+    cfg["server"]["log_level"] = "warning"
+    return cfg
+
+
+def chat(base: str, **body) -> httpx.Response:
+    return httpx.post(f"{base}/v1/chat/completions", json={"model": "local", "messages": user(), **body},
+                      headers=CLIENT, timeout=10)
+
+
+def test_a_threshold_change_reaches_the_other_replica_within_a_second(local_sim, cloud_sim, redis, tmp_path):
+    cfg = shared_config(local_sim, cloud_sim, redis, tmp_path)
+    with replica(tmp_path, cfg) as a, replica(tmp_path, cfg) as b:
+        assert httpx.get(f"{b}/admin/router", headers=ADMIN).json()["shared"] == "redis"
+        changed = time.monotonic()
+        assert httpx.put(f"{a}/admin/router", json={"t2": 0.91}, headers=ADMIN).status_code == 200
+        while httpx.get(f"{b}/admin/router", headers=ADMIN).json()["t2"] != 0.91:
+            assert time.monotonic() - changed < 1.0, "replica b did not follow within 1 s"
+            time.sleep(0.02)
+        audit = httpx.get(f"{b}/admin/router", headers=ADMIN).json()["audit"]
+        assert audit[0]["new"]["t2"] == 0.91 and audit[0]["old"]["t2"] == 0.8
+        assert audit[0]["admin"] == key_id(ADMIN_KEY) and audit[0]["replica"]
+        # A replica started later takes the shared value, not its YAML's.
+        with replica(tmp_path, cfg) as c:
+            assert httpx.get(f"{c}/admin/router", headers=ADMIN).json()["t2"] == 0.91
+
+
+def test_an_rpm_limit_holds_across_replicas(local_sim, cloud_sim, redis, tmp_path):
+    cfg = shared_config(local_sim, cloud_sim, redis, tmp_path,
+                        limits={"keys": {key_id(CLIENT_KEY): {"rpm": 5}}})
+    with replica(tmp_path, cfg) as a, replica(tmp_path, cfg) as b:
+        codes = [chat(base).status_code for base in (a, b, a, b, a)]
+        assert codes == [200] * 5
+        for base in (a, b):  # the sixth and seventh, whichever replica takes them
+            r = chat(base)
+            assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
+            assert 1 <= int(r.headers["retry-after"]) <= 60
+    assert CLIENT_KEY.encode() not in redis.command("KEYS", "*")  # stored by id only
+    assert key_id(CLIENT_KEY).encode() in redis.command("KEYS", "*")
+
+
+def test_a_daily_budget_holds_across_replicas(local_sim, cloud_sim, redis, tmp_path):
+    # A cloud answer here costs about 0.0004 CNY: the budget admits two, then refuses.
+    cfg = shared_config(local_sim, cloud_sim, redis, tmp_path,
+                        limits={"keys": {key_id(CLIENT_KEY): {"budget_cny_per_day": 0.0007}}})
+    with replica(tmp_path, cfg) as a, replica(tmp_path, cfg) as b:
+        assert chat(a, model="cloud").status_code == 200
+        time.sleep(0.3)  # spend is settled just after the answer
+        assert chat(b, model="cloud").status_code == 200
+        time.sleep(0.3)
+        for base in (a, b):
+            r = chat(base, model="cloud")
+            assert r.status_code == 429 and "daily budget" in r.json()["error"]["message"]
+
+
+def test_a_cached_answer_from_one_replica_is_a_hit_on_the_other(local_sim, cloud_sim, redis, tmp_path):
+    cfg = shared_config(local_sim, cloud_sim, redis, tmp_path, cache={"enabled": True, "ttl_s": 60})
+    with replica(tmp_path, cfg) as a, replica(tmp_path, cfg) as b:
+        first = chat(a, temperature=0)
+        assert first.status_code == 200 and first.headers["x-qroute-cache"] == "miss"
+        served = local_sim[0].stats["completed"]
+        deadline = time.monotonic() + 5
+        while True:
+            second = chat(b, temperature=0)
+            if second.headers["x-qroute-cache"] == "hit" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert second.headers["x-qroute-cache"] == "hit"
+        assert second.json()["choices"] == first.json()["choices"]
+        assert second.json()["usage"]["qroute_cost_cny"] == 0.0
+        assert local_sim[0].stats["completed"] == served  # the hit never reached the upstream
+        assert "x-qroute-cache" not in chat(b, temperature=0.7).headers  # not deterministic: not cached
+        assert chat(b, temperature=0, cache={"no-cache": True}).headers["x-qroute-cache"] == "miss"
+        metrics = httpx.get(f"{b}/metrics").text
+        assert 'qroute_cache_lookups_total{result="hit"}' in metrics
+
+
+def test_start_and_serve_without_redis_then_share_when_it_comes(local_sim, cloud_sim, tmp_path):
+    dead = RedisServer()  # a port where nothing listens yet
+    cfg = config_dict(local_sim[1].base, cloud_sim[1].base, state_file=None,
+                      redis={"url": dead.url}, limits={"keys": {key_id(CLIENT_KEY): {"rpm": 3}}})
+    cfg["server"]["log_level"] = "warning"
+    with replica(tmp_path, cfg) as a:
+        started = time.monotonic()
+        assert [chat(a).status_code for _ in range(3)] == [200] * 3
+        assert chat(a).status_code == 429  # the limit still holds, on this process's own counters
+        assert time.monotonic() - started < 5
+        assert "qroute_redis_up 0.0" in httpx.get(f"{a}/metrics").text
+        dead.start()
+        try:
+            deadline = time.monotonic() + 10
+            while "qroute_redis_up 1.0" not in httpx.get(f"{a}/metrics").text:
+                chat(a)  # calls let the breaker probe Redis again
+                assert time.monotonic() < deadline, "did not recover when Redis came"
+                time.sleep(0.3)
+        finally:
+            dead.stop()
