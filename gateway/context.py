@@ -64,8 +64,10 @@ class RequestState:
     cost_cny: float | None = None
     cloud_equivalent_cny: float | None = None
     cache_control: str | None = None  # the client's Cache-Control header
+    priority_header: str | None = None  # x-qroute-priority (honoured for trusted keys only)
     cache: str | None = None  # "hit" or "miss" when the response cache applied
     ticket: Ticket | None = None  # what the per-key limits admitted; settled when the request ends
+    priority: int = 0  # in a backend's admission queue: higher first
     finished: bool = False
 
     def elapsed(self) -> float:
@@ -81,7 +83,8 @@ def request_state(request: Request) -> RequestState:
         given = request.headers.get("x-request-id", "")
         state = RequestState(given if _SAFE_ID.match(given) else uuid.uuid4().hex,
                              client_key=presented_key(request), rag_header=request.headers.get("x-qroute-rag"),
-                             cache_control=request.headers.get("cache-control"))
+                             cache_control=request.headers.get("cache-control"),
+                             priority_header=request.headers.get("x-qroute-priority"))
         request.state.qroute = state
     return state
 

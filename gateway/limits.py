@@ -11,6 +11,7 @@ Without Redis (not configured, or failing) the same rules run on per-process cou
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -27,6 +28,7 @@ WINDOW_MS = 60_000
 BUCKET_MS = 10_000  # tokens per minute are summed over six 10-second buckets
 SLOT_TTL_MS = 900_000  # a concurrency slot left by a replica that died is freed after 15 minutes
 DAY_MS = 86_400_000
+ORPHANS_KEPT = 10_000  # slots to free once Redis is back; beyond that, the slots' TTL frees them
 
 # KEYS: rpm zset, tpm hash, concurrency zset, spend hash.
 # ARGV: rpm, tpm, concurrent, budget ('' = no limit), request id, day offset ms.
@@ -114,6 +116,10 @@ class Limiter:
         self._local = LocalCounters(clock)
         self._offset_ms = config.day_utc_offset_hours * 3_600_000
         self._scripts: dict[str, Any] = {}
+        # Concurrency slots Redis may hold for requests that ended while it was failing: a settle that
+        # did not get through, or an admit that timed out here but that a hung Redis still runs once it
+        # resumes. Freed (ZREM, harmless if absent) after the next call that gets through.
+        self._orphans: deque[tuple[str, str]] = deque(maxlen=ORPHANS_KEPT)
 
     def limit_for(self, kid: str) -> Limit | None:
         """The key's own values over the defaults; None when nothing limits this key."""
@@ -121,6 +127,17 @@ class Limiter:
         merged.update({k: v for k, v in (self.config.keys.get(kid) or Limit()).model_dump().items() if v is not None})
         limit = Limit(**merged)
         return limit if any(v is not None for v in merged.values()) else None
+
+    def priority_for(self, client_key: str | None, header: str | None) -> int:
+        """A request's place in admission queues: the key's configured priority, or the
+        `x-qroute-priority` header when the key is trusted to set it."""
+        kid = key_id(client_key) if client_key is not None else None
+        if header is not None and kid is not None and kid in self.config.priority_header_keys:
+            with contextlib.suppress(ValueError):
+                return max(-100, min(100, int(header)))
+        limit = self.config.keys.get(kid) if kid is not None else None
+        value = limit.priority if limit is not None and limit.priority is not None else self.config.default.priority
+        return value or 0
 
     def _keys(self, kid: str) -> list[str]:
         tag = "{" + kid + "}"
@@ -140,12 +157,18 @@ class Limiter:
             return None
         args = ["" if v is None else str(v) for v in (limit.rpm, limit.tpm, limit.concurrent, limit.budget_cny_per_day)]
 
+        sent = False
+
         async def admit_shared(client: Any) -> list[Any]:
+            nonlocal sent
+            sent = True
             script = self._script(client, "admit", _ADMIT)
             return list(await script(keys=self._keys(kid), args=[*args, request_id, self._offset_ms], client=client))
 
         answer = await self.link.call(admit_shared, None) if self.link.configured else None
         shared = answer is not None
+        if sent and not shared and limit.concurrent is not None:
+            self._orphans.append((kid, request_id))  # it may yet take a slot in Redis: free that later
         which, retry_ms = (str(answer[0]), float(answer[1])) if answer is not None else \
             self._local.admit(kid, limit, request_id, self._offset_ms)
         if which != "ok":
@@ -164,8 +187,28 @@ class Limiter:
                 return True
 
             if await self.link.call(settle_shared, False):
+                await self._free_orphans()
                 return
+            if ticket.limit.concurrent is not None:
+                self._orphans.append((ticket.key_id, ticket.request_id))
         self._local.settle(ticket.key_id, ticket.request_id, tokens, cost_cny, self._offset_ms)
+
+    async def _free_orphans(self) -> None:
+        """Free the slots of requests that ended while Redis was failing, now that it answers: only
+        after a call got through, so a hung Redis has run what it had queued before it stopped."""
+        if not self._orphans:
+            return
+        batch = [self._orphans.popleft() for _ in range(min(len(self._orphans), 500))]
+
+        async def free(client: Any) -> bool:
+            async with client.pipeline(transaction=False) as pipe:
+                for kid, request_id in batch:
+                    pipe.zrem(self._keys(kid)[2], request_id)
+                await pipe.execute()
+            return True
+
+        if not await self.link.call(free, False):
+            self._orphans.extend(batch)  # the next settle that gets through tries again
 
 
 class LocalCounters:

@@ -41,8 +41,8 @@ FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.
 SCORE_BUCKETS = tuple(round(i / 20, 2) for i in range(1, 21))
 
 OUTCOMES = ("ok", "client_error", "unauthorized", "rate_limited", "upstream_rejected", "upstream_error",
-            "upstream_timeout", "upstream_unavailable", "retrieval_error", "stream_error", "cancelled",
-            "internal_error")
+            "upstream_timeout", "upstream_unavailable", "overloaded", "retrieval_error", "stream_error",
+            "cancelled", "internal_error")
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 PROVIDER_NAMES = {"hosted_vllm": "vllm", "dashscope": "dashscope", "openai": "openai"}
 
@@ -59,6 +59,8 @@ class Recorder(Protocol):
     def thresholds_changed(self, thresholds: Thresholds) -> None: ...
     def embeddings_finished(self, model: str, outcome: str, inputs: int, tokens: int,
                             seconds: float | None) -> None: ...
+    def spill_changed(self, backend: str, active: bool) -> None: ...
+    def spilled(self, route: str) -> None: ...
     def redis_state(self, up: bool) -> None: ...
     def cache_lookup(self, result: str) -> None: ...
     def cache_saved(self, cny: float) -> None: ...
@@ -87,6 +89,12 @@ class NoMetrics:
 
     def embeddings_finished(self, model: str, outcome: str, inputs: int, tokens: int,
                             seconds: float | None) -> None:
+        return None
+
+    def spill_changed(self, backend: str, active: bool) -> None:
+        return None
+
+    def spilled(self, route: str) -> None:
         return None
 
     def redis_state(self, up: bool) -> None:
@@ -177,6 +185,12 @@ class Metrics:
         self.targets = Gauge(
             "qroute_target", "Ops targets from the config, for alert rules: daily_spend_cny, cloud_share, "
             "cloud_share_tolerance.", ["target"], registry=r, multiprocess_mode="max")
+        self.spill_active = Gauge(
+            "qroute_spill_active", "1 while a local backend is saturated and auto traffic for it spills to the "
+            "cloud.", ["backend"], registry=r, multiprocess_mode="livemax")
+        self.spills = Counter(
+            "qroute_spilled", "Requests auto would have sent to this route that went to the cloud (auto:spill).",
+            ["from_route"], registry=r)
         self.redis_up = Gauge(
             "qroute_redis_up", "1 while Redis answers within its bound, 0 while the gateway goes on without it "
             "(per-process limits, no cache); absent without redis configured.", registry=r,
@@ -210,6 +224,8 @@ class Metrics:
             self.redis_up.set(1)
         for result in ("hit", "miss"):
             self.cache_lookups.labels(result)
+        for route in ROUTES:
+            self.spills.labels(route)
         for limit in ("rpm", "tpm", "concurrent", "budget"):
             self.limited.labels(limit)
 
@@ -313,6 +329,12 @@ class Metrics:
         self._child(self.embeddings_tokens, model).inc(tokens)
         if seconds is not None:
             self._child(self.embedding_seconds, model).observe(seconds)
+
+    def spill_changed(self, backend: str, active: bool) -> None:
+        self._child(self.spill_active, backend).set(1 if active else 0)
+
+    def spilled(self, route: str) -> None:
+        self._child(self.spills, route).inc()
 
     def redis_state(self, up: bool) -> None:
         self.redis_up.set(1 if up else 0)

@@ -17,11 +17,13 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from gateway.admission import BackendOverloaded
 from gateway.aggregate import assemble
+from gateway.backends import Backend, build_backends
 from gateway.cache import CachedAnswer, ResponseCache, cache_key, policy_for
 from gateway.context import Attempt, RequestState, Served
 from gateway.cost import CostModel, TokenUsage
@@ -32,18 +34,16 @@ from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.rag import Grounding, RagService
 from gateway.redis_link import RedisLink
 from gateway.router_sync import RouterSync
-from gateway.routing import Needs, RouteResolver, build_scorer
-from gateway.settings import Settings, Timeouts, env_secret
+from gateway.routing import Needs, RouteDecision, RouteResolver, build_scorer
+from gateway.settings import Settings, env_secret
+from gateway.spill import SpillController, SpillState, VllmQueueReader
 from gateway.streaming import client_events
-from gateway.upstreams.base import PrimedStream, Upstream, prime
-from gateway.upstreams.breaker import BreakerState, CircuitBreaker
-from gateway.upstreams.http_transport import HttpUpstream
-from gateway.upstreams.litellm_transport import LiteLLMUpstream
-from gateway.upstreams.load import BackendLoad, Occupancy
-from gateway.upstreams.provider import resolve_adapter
+from gateway.upstreams.base import PrimedStream, prime
+from gateway.upstreams.load import Occupancy
+from gateway.upstreams.replicas import ReplicaSet
 from gateway.upstreams.thinking import needs_streamed_upstream, normalize_completion, requested_thinking
 from router.decide import Thresholds
-from router.routes import Route
+from router.routes import CLOUD, LOCAL, LOCAL_THINK, Route
 from textkit.conversation import full_text, has_images
 from textkit.tokens import approx_tokens
 
@@ -69,35 +69,6 @@ class ChatOutcome:
     account: Callable[[], None] = _nothing
 
 
-@dataclass
-class Backend:
-    name: str
-    upstream: Upstream
-    breaker: CircuitBreaker
-    timeouts: Timeouts
-    load: BackendLoad = field(default_factory=BackendLoad)
-
-
-def build_backends(settings: Settings, metrics: Recorder) -> dict[str, Backend]:
-    retry = frozenset(settings.fallback.retry_statuses)
-    backends: dict[str, Backend] = {}
-    for name, cfg in settings.backends.items():
-        adapter = resolve_adapter(name, cfg)
-        upstream: Upstream
-        if cfg.transport == "litellm":
-            upstream = LiteLLMUpstream(adapter, cfg.timeouts, retry)
-        else:
-            upstream = HttpUpstream(adapter, cfg.timeouts, cfg.max_connections, retry)
-
-        def changed(state: BreakerState, backend: str = name) -> None:
-            metrics.breaker_changed(backend, state.value)
-
-        breaker = CircuitBreaker(settings.breaker.failure_threshold, settings.breaker.reset_after_s,
-                                 on_change=changed)
-        backends[name] = Backend(name, upstream, breaker, cfg.timeouts)
-    return backends
-
-
 class Gateway:
     def __init__(self, settings: Settings, backends: dict[str, Backend] | None = None,
                  metrics: Recorder | None = None) -> None:
@@ -114,6 +85,7 @@ class Gateway:
         self.cache = ResponseCache(settings.cache, self.redis)
         self.router_sync = RouterSync(self.resolver.thresholds, self.redis, self.replica,
                                       on_change=self.metrics.thresholds_changed)
+        self.spill = SpillController(settings.spill, self._spill_states(), on_change=self.metrics.spill_changed)
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
@@ -129,14 +101,28 @@ class Gateway:
                 await backend.upstream.close()
             raise
         await self.router_sync.start()  # bounded: start-up never waits on Redis
+        await self.spill.start()
 
     async def close(self) -> None:
         await self.router_sync.close()
+        await self.spill.close()
         for task in list(self._background):
             task.cancel()
         for backend in self.backends.values():
             await backend.upstream.close()
         await self.redis.close()
+
+    def _spill_states(self) -> dict[str, SpillState]:
+        """The backends local routes use can spill: each with its admission queue and vLLM reader."""
+        states = {}
+        for route in (LOCAL, LOCAL_THINK):
+            name = self.settings.routes[route].backend
+            cfg = self.settings.backends[name]
+            if name in states or name == self.settings.routes[CLOUD].backend:
+                continue
+            reader = VllmQueueReader(name, cfg.metrics_urls(), self.settings.spill.poll_s)
+            states[name] = SpillState(name, self.backends[name].admission, reader)
+        return states
 
     async def set_thresholds(self, new: Thresholds, admin_id: str) -> Thresholds:
         """Ops changed the thresholds (PUT /admin/router): persisted, shared with every replica,
@@ -160,7 +146,7 @@ class Gateway:
     async def handle_chat(self, request: ChatCompletionRequest, data: dict[str, Any],
                           state: RequestState | None = None) -> ChatOutcome:
         state = state if state is not None else RequestState(request_id=uuid.uuid4().hex, chat=True)
-        state.ticket = await self.limiter.admit(state.client_key, state.request_id)
+        await self._admit(state)
         # Scored on the client's own messages: the ask's complexity, not the context's length.
         needs = Needs(vision=has_images(data["messages"]), n=(request.n or 1) > 1)
         self._decide(state, request.model, data["messages"], needs)
@@ -236,7 +222,7 @@ class Gateway:
         (vLLM does), passed through as it came, priced and recorded like chat."""
         state = state if state is not None else RequestState(request_id=uuid.uuid4().hex, chat=True)
         state.operation = "text_completion"
-        state.ticket = await self.limiter.admit(state.client_key, state.request_id)
+        await self._admit(state)
         prompt = request.prompt_text()
         needs = Needs(completions=True, n=(request.n or 1) > 1)
         self._decide(state, request.model, [{"role": "user", "content": prompt}], needs)
@@ -252,10 +238,23 @@ class Gateway:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         return await self._serve(state, needs, call, include_usage, lambda: prompt)
 
+    async def _admit(self, state: RequestState) -> None:
+        """The key's limits (429 when over one) and its priority in admission queues."""
+        state.ticket = await self.limiter.admit(state.client_key, state.request_id)
+        state.priority = self.limiter.priority_for(state.client_key, state.priority_header)
+
     def _decide(self, state: RequestState, model: str, messages: list[dict[str, Any]], needs: Needs) -> None:
         started = time.perf_counter()
-        state.decision = self.resolver.resolve(model, messages, needs)
+        decision = self.resolver.resolve(model, messages, needs)
         state.scoring_s = time.perf_counter() - started
+        if decision.reason.startswith("auto:"):
+            backend = self.settings.routes[decision.route].backend
+            if decision.route != CLOUD and self.spill.saturated(backend) and self.spill.allowed() \
+                    and self.resolver.can_serve(CLOUD, needs):
+                self.metrics.spilled(decision.route)
+                decision = RouteDecision(CLOUD, decision.score, "auto:spill")
+            self.spill.record_decision(decision.route == CLOUD)
+        state.decision = decision
 
     async def _serve(self, state: RequestState, needs: Needs, call: Callable[[Backend, Route], Awaitable[Answer]],
                      include_usage: bool, prompt: Callable[[], str]) -> ChatOutcome:
@@ -269,6 +268,11 @@ class Gateway:
                 continue
             if last_error is not None and self.settings.fallback.delay_ms:
                 await pause(self.settings.fallback.delay_ms / 1000)
+            try:
+                await backend.admission.acquire(state.priority)
+            except BackendOverloaded:
+                state.attempts.append(Attempt(route, "overloaded"))
+                raise
             occupancy = backend.load.enter()
             self.metrics.backend_entered(backend.name)
             started = time.perf_counter()
@@ -278,6 +282,8 @@ class Gateway:
                 state.upstream_s += time.perf_counter() - started
                 self._leave(backend, occupancy)
                 state.attempts.append(Attempt(route, exc.attempt_result))
+                if exc.upstream_status in (429, 503):
+                    self.spill.refused(backend.name)
                 if not exc.retryable:
                     backend.breaker.record_success()  # it answered; the request itself is at fault
                     raise
@@ -328,7 +334,9 @@ class Gateway:
     # --- accounting ---------------------------------------------------------------------------
     def _leave(self, backend: Backend, occupancy: Occupancy) -> tuple[float, float]:
         self.metrics.backend_left(backend.name)
-        return backend.load.leave(occupancy)
+        busy_s, concurrency = backend.load.leave(occupancy)
+        backend.admission.release(busy_s)
+        return busy_s, concurrency
 
     def _price(self, state: RequestState, backend: Backend, occupancy: Occupancy, usage: TokenUsage | None) -> None:
         busy_s, concurrency = self._leave(backend, occupancy)
@@ -343,6 +351,8 @@ class Gateway:
             return
         state.finished = True
         self.metrics.request_finished(state, outcome)
+        if state.decision is not None and state.decision.reason == "auto:spill" and state.cost_cny:
+            self.spill.record_spend(state.cost_cny)
         if state.ticket is not None:
             usage = state.usage if state.cache != "hit" else None  # a hit used no upstream tokens
             tokens = usage.prompt + usage.completion if usage is not None else 0
@@ -372,17 +382,23 @@ class Gateway:
     async def readiness(self) -> dict[str, Any]:
         names = list(self.backends)
         reachable = await asyncio.gather(*(self.backends[n].upstream.probe() for n in names))
-        return {
-            name: {
-                "reachable": ok,
-                "breaker": self.backends[name].breaker.state.value,
-                "consecutive_failures": self.backends[name].breaker.consecutive_failures,
-                "in_flight": self.backends[name].load.in_flight,
-                "model": self.backends[name].upstream.adapter.model,
-                "api_base": self.backends[name].upstream.adapter.api_base,
+        out: dict[str, Any] = {}
+        for name, ok in zip(names, reachable, strict=True):
+            backend = self.backends[name]
+            info: dict[str, Any] = {
+                "reachable": ok, "breaker": backend.breaker.state.value,
+                "consecutive_failures": backend.breaker.consecutive_failures, "in_flight": backend.load.in_flight,
+                "model": backend.upstream.adapter.model, "api_base": backend.upstream.adapter.api_base,
             }
-            for name, ok in zip(names, reachable, strict=True)
-        }
+            if backend.admission.max_concurrent is not None:
+                info["admission"] = backend.admission.describe()
+            if isinstance(backend.upstream, ReplicaSet):
+                info["replicas"] = backend.upstream.describe()
+            spill = self.spill.describe(name)
+            if spill is not None:
+                info["spill"] = spill
+            out[name] = info
+        return out
 
 
 @dataclass

@@ -89,7 +89,9 @@ class BackendConfig(Strict):
 
     provider: Literal["hosted_vllm", "dashscope", "openai"]
     model: str
-    api_base: str | None = None
+    # One base URL, or several replicas of the same model: each request goes to the one with the
+    # fewest requests in flight, and a replica whose /health fails is left out until it passes.
+    api_base: str | list[str] | None = None
     api_key_env: str | None = None
     transport: Literal["direct", "litellm"] = "direct"
     timeouts: Timeouts = Timeouts()
@@ -97,14 +99,75 @@ class BackendConfig(Strict):
     # A self-hosted backend's cost model; None: priced per token from `prices` by model id.
     hardware: HardwareCost | None = None
     capabilities: Capabilities = Capabilities()
+    # Admission: at most max_concurrent requests at once (size it with `qroute bench`); the rest wait,
+    # highest priority first, at most max_queue of them and at most max_queue_wait_s each; beyond
+    # that, 503 with Retry-After. None: no limit (the backend queues by itself).
+    max_concurrent: int | None = Field(None, ge=1)
+    max_queue: int = Field(100, ge=0)
+    max_queue_wait_s: float = Field(5.0, gt=0)
+    # vLLM's Prometheus endpoint, read for spill-over (vllm:num_requests_waiting); default for
+    # hosted_vllm: /metrics at each base URL's root. "" turns the reading off.
+    metrics_url: str | None = None
     # Resolved from api_key_env at load time; never logged, never echoed.
     api_key: SecretStr | None = Field(None, exclude=True)
+
+    def api_bases(self) -> list[str | None]:
+        return list(self.api_base) if isinstance(self.api_base, list) else [self.api_base]
+
+    def metrics_urls(self) -> list[str]:
+        """Where to read vLLM's own metrics: each replica's /metrics, unless configured."""
+        if self.metrics_url is not None:
+            return [self.metrics_url] if self.metrics_url else []
+        if self.provider != "hosted_vllm":
+            return []
+        return [root_of(base) + "/metrics" for base in self.api_bases() if base]
+
+    @model_validator(mode="after")
+    def _replicas(self) -> BackendConfig:
+        if isinstance(self.api_base, list):
+            if not self.api_base:
+                raise ValueError("api_base: an empty list; give one URL or several")
+            if self.transport == "litellm":
+                raise ValueError("api_base: several replicas need transport: direct")
+        return self
 
     def serves_completions(self) -> bool:
         if self.transport == "litellm":  # that transport speaks chat completions only
             return False
         caps = self.capabilities
         return caps.completions if caps.completions is not None else self.provider == "hosted_vllm"
+
+
+def root_of(api_base: str) -> str:
+    """vLLM serves /health and /metrics at the server root, beside /v1."""
+    base = api_base.rstrip("/")
+    return base[:-3] if base.endswith("/v1") else base
+
+
+class SpillConfig(Strict):
+    """When the local backend is saturated, requests `auto` would send local go to the cloud route
+    (reason `auto:spill`) until it recovers; pinned routes never move."""
+
+    enabled: bool = True
+    # Saturated when vLLM reports more waiting requests than this (its /metrics, read every poll_s) ...
+    max_waiting: int = Field(4, ge=0)
+    resume_waiting: int = Field(1, ge=0)  # ... and no longer once it is back at or below this
+    poll_s: float = Field(1.5, ge=0.5, le=10)
+    # ... or when admission's queue wait would pass max_queue_wait_s, or local answered 429/503.
+    # Spilling stops only after every signal has been quiet this long (no flapping).
+    cooldown_s: float = Field(5.0, ge=0)
+    # Caps: no spilling while the cloud's share of auto traffic over window_s is above max_cloud_share,
+    # or spilled requests' spend over the last hour is above max_spend_cny_per_hour.
+    max_cloud_share: float | None = Field(None, ge=0, le=1)
+    max_spend_cny_per_hour: float | None = Field(None, ge=0)
+    window_s: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> SpillConfig:
+        if self.resume_waiting > self.max_waiting:
+            raise ValueError(f"spill.resume_waiting ({self.resume_waiting}) must be <= spill.max_waiting "
+                             f"({self.max_waiting})")
+        return self
 
 
 class RouteConfig(Strict):
@@ -244,12 +307,14 @@ class RedisConfig(Strict):
 
 
 class Limit(Strict):
-    """Per client key; null: no limit of that kind."""
+    """Per client key; null: no limit of that kind. `priority` orders waiting requests in a
+    backend's admission queue (higher first; default 0)."""
 
     rpm: int | None = Field(None, ge=1)  # requests per minute (sliding window)
     tpm: int | None = Field(None, ge=1)  # prompt + completion tokens per minute
     concurrent: int | None = Field(None, ge=1)  # requests in flight at once
     budget_cny_per_day: float | None = Field(None, ge=0)  # spend per day, streamed answers included
+    priority: int | None = Field(None, ge=-100, le=100)
 
 
 class LimitsConfig(Strict):
@@ -258,10 +323,12 @@ class LimitsConfig(Strict):
     # never appear in the config.
     keys: dict[str, Limit] = Field(default_factory=dict)
     day_utc_offset_hours: int = Field(0, ge=-12, le=14)  # when a budget's day starts (8: China time)
+    # Keys (by id) trusted to set a request's priority with the `x-qroute-priority` header (-100..100).
+    priority_header_keys: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _key_ids(self) -> LimitsConfig:
-        bad = [k for k in self.keys if not re.fullmatch(r"[0-9a-f]{12}", k)]
+        bad = [k for k in [*self.keys, *self.priority_header_keys] if not re.fullmatch(r"[0-9a-f]{12}", k)]
         if bad:
             raise ValueError(f"limits.keys: {bad} are not key ids (12 lower-case hex digits: `qroute key-id KEY`)")
         return self
@@ -296,6 +363,7 @@ class Settings(BaseSettings):
     redis: RedisConfig | None = None  # absent or null: single-instance behaviour
     limits: LimitsConfig = LimitsConfig()
     cache: CacheConfig = CacheConfig()
+    spill: SpillConfig = SpillConfig()
 
     @model_validator(mode="after")
     def _cross_check(self) -> Settings:

@@ -25,6 +25,8 @@ def test_readyz_reports_each_upstream(make_gateway, local_sim, cloud_sim):
     r = httpx.get(f"{gateway.base}/readyz")
     body = r.json()
     assert r.status_code == 200 and body["ready"] is True
+    spill = body["upstreams"]["vllm-local"].pop("spill")  # the local backend can spill to the cloud
+    assert spill["spilling"] is False and set(spill) == {"spilling", "vllm_waiting", "vllm_running"}
     assert body["upstreams"]["vllm-local"] == {
         "reachable": True, "breaker": "closed", "consecutive_failures": 0, "in_flight": 0,
         "model": "Qwen/Qwen3-8B", "api_base": f"{local_sim[1].base}/v1",

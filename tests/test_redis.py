@@ -3,21 +3,16 @@ thresholds (with an audit trail), per-key limits and budgets, and cached answers
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from gateway.limits import key_id
-from tests.conftest import ADMIN_KEY, CLIENT_KEY, config_dict, free_port, user
-from tests.redis_server import RedisServer
+from tests.conftest import ADMIN_KEY, CLIENT_KEY, config_dict, user
+from tests.redis_server import RedisServer, replica
 
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 CLIENT = {"authorization": f"Bearer {CLIENT_KEY}"}
@@ -28,33 +23,6 @@ def redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
-
-
-@contextmanager
-def replica(tmp_path: Path, cfg: dict) -> Iterator[str]:
-    """A `qroute serve` process (a replica of its own) with this config."""
-    port = free_port()
-    path = tmp_path / f"replica-{port}.yaml"
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    env["QROUTE_ADMIN_KEYS"] = ADMIN_KEY
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode() if proc.stdout else ""
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def shared_config(local_sim, cloud_sim, redis: RedisServer, tmp_path: Path, **overrides) -> dict:
@@ -155,3 +123,17 @@ def test_start_and_serve_without_redis_then_share_when_it_comes(local_sim, cloud
                 time.sleep(0.3)
         finally:
             dead.stop()
+
+
+def test_a_response_stored_on_one_replica_continues_on_the_other(local_sim, cloud_sim, redis, tmp_path):
+    cfg = shared_config(local_sim, cloud_sim, redis, tmp_path)
+    with replica(tmp_path, cfg) as a, replica(tmp_path, cfg) as b:
+        first = httpx.post(f"{a}/v1/responses", json={"model": "local", "input": "Remember: the code is 7319."},
+                           headers=CLIENT, timeout=10).json()
+        second = httpx.post(f"{b}/v1/responses", json={"model": "local", "input": "What was the code?",
+                                                       "previous_response_id": first["id"]},
+                            headers=CLIENT, timeout=10)
+        assert second.status_code == 200, second.text
+        sent = local_sim[0].received[-1]["body"]["messages"]
+        assert any("7319" in str(m.get("content")) for m in sent)  # b had a's turn from Redis
+        assert httpx.get(f"{b}/v1/responses/{first['id']}", headers=CLIENT).status_code == 200

@@ -15,7 +15,13 @@ from gateway.auth import check_key
 from gateway.context import headers_for, request_state
 from gateway.responses.events import Keep, response_events
 from gateway.responses.protocol import parse_request
-from gateway.responses.store import MemoryResponseStore, ResponseStore, load_owned, owner_of
+from gateway.responses.store import (
+    MemoryResponseStore,
+    ResponseStore,
+    SharedResponseStore,
+    load_owned,
+    owner_of,
+)
 from gateway.responses.translate import ChatCall, record, to_chat, to_response
 from gateway.streaming import JSONAnswer, SSEResponse
 
@@ -26,8 +32,11 @@ def response_store(app: FastAPI) -> ResponseStore:
     """The app's store, made on first use from `responses` in the settings."""
     store: ResponseStore | None = getattr(app.state, "responses_store", None)
     if store is None:
-        config = app.state.gateway.settings.responses
-        store = app.state.responses_store = MemoryResponseStore(config.max_stored, config.ttl_s)
+        gateway = app.state.gateway
+        config = gateway.settings.responses
+        local = MemoryResponseStore(config.max_stored, config.ttl_s)
+        store = SharedResponseStore(gateway.redis, local) if gateway.redis.configured else local
+        app.state.responses_store = store
     return store
 
 

@@ -4,7 +4,8 @@ A stored record is a JSON-able dict: `response` (the response object as sent), `
 conversation the response answered, earlier turns included, so a chain never needs its ancestors)
 and `owner` (a hash of the client key that made it: one client never reads another's). The store
 is behind `ResponseStore` (async get/put/delete of such dicts) so a shared Redis store can replace
-the in-process one, which each `--workers` process keeps for itself.
+the in-process one, which each `--workers` process keeps for itself: with `redis` configured, every
+replica and worker shares them (`SharedResponseStore`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from gateway.errors import InvalidRequest
+from gateway.redis_link import RedisLink
 
 
 class ResponseStore(Protocol):
@@ -68,6 +70,46 @@ class MemoryResponseStore:
             if len(self._items) <= self.max_items and expires > now:
                 return
             del self._items[oldest_id]
+
+
+class SharedResponseStore:
+    """Stored responses in Redis, so a chain may continue on any replica (or worker); each record
+    is also kept in this process, which answers on its own while Redis is slow or gone."""
+
+    def __init__(self, link: RedisLink, local: MemoryResponseStore) -> None:
+        self.link = link
+        self.local = local
+
+    def _key(self, response_id: str) -> str:
+        return self.link.key("responses", response_id)
+
+    async def get(self, response_id: str) -> dict[str, Any] | None:
+        async def read(client: Any) -> str | None:
+            value: str | None = await client.get(self._key(response_id))
+            return value
+
+        raw = await self.link.call(read, None)
+        if raw is not None:
+            record: dict[str, Any] = orjson.loads(raw)
+            return record
+        return await self.local.get(response_id)
+
+    async def put(self, response_id: str, record: dict[str, Any]) -> None:
+        await self.local.put(response_id, record)
+        raw = orjson.dumps(record)
+
+        async def write(client: Any) -> bool:
+            await client.set(self._key(response_id), raw, px=int(self.local.ttl_s * 1000))
+            return True
+
+        await self.link.call(write, False)
+
+    async def delete(self, response_id: str) -> bool:
+        async def remove(client: Any) -> bool:
+            return bool(await client.delete(self._key(response_id)))
+
+        shared = await self.link.call(remove, False)
+        return await self.local.delete(response_id) or shared
 
 
 def owner_of(client_key: str | None) -> str | None:

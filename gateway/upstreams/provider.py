@@ -74,15 +74,17 @@ class ProviderAdapter:
         return body
 
 
-def resolve_adapter(name: str, cfg: BackendConfig) -> ProviderAdapter:
+def resolve_adapter(name: str, cfg: BackendConfig, base: str | None = None) -> ProviderAdapter:
+    """The adapter for one of the backend's base URLs (the first when not given)."""
     litellm = import_litellm()
     from litellm.utils import ProviderConfigManager
 
     api_key = cfg.api_key.get_secret_value() if cfg.api_key else None
+    given = base if base is not None else cfg.api_bases()[0]
     _, provider, _, default_base = litellm.get_llm_provider(
-        f"{cfg.provider}/{cfg.model}", api_base=cfg.api_base, api_key=api_key
+        f"{cfg.provider}/{cfg.model}", api_base=given, api_key=api_key
     )
-    api_base = cfg.api_base or default_base
+    api_base = given or default_base
     if not api_base:
         raise ValueError(f"backends.{name}.api_base: required for provider {cfg.provider}")
     config = ProviderConfigManager.get_provider_chat_config(

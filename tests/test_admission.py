@@ -1,0 +1,115 @@
+"""Admission per backend: a bounded, prioritised queue in front of a saturated backend, and 503 with
+Retry-After beyond it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import httpx
+import pytest
+
+from gateway.admission import Admission, BackendOverloaded
+from gateway.limits import key_id
+from tests.conftest import CLIENT_KEY, user
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_slot_is_granted_to_the_highest_priority_waiter_first():
+    async def scenario() -> list[str]:
+        admission = Admission("local", max_concurrent=1, max_queue=10, max_wait_s=5)
+        await admission.acquire()
+        order: list[str] = []
+
+        async def wait(name: str, priority: int) -> None:
+            await admission.acquire(priority)
+            order.append(name)
+            admission.release(0.01)
+
+        tasks = [asyncio.create_task(wait(n, p)) for n, p in (("low", -1), ("normal-1", 0), ("high", 5),
+                                                                ("normal-2", 0))]
+        await asyncio.sleep(0.01)
+        assert admission.waiting == 4 and admission.running == 1
+        admission.release(0.2)
+        await asyncio.gather(*tasks)
+        assert admission.running == 0
+        return order
+
+    assert run(scenario()) == ["high", "normal-1", "normal-2", "low"]
+
+
+def test_no_room_and_no_time_are_refused_with_a_retry_after():
+    async def scenario() -> None:
+        admission = Admission("local", max_concurrent=1, max_queue=1, max_wait_s=0.1)
+        await admission.acquire()
+        waiter = asyncio.create_task(admission.acquire())
+        await asyncio.sleep(0.01)
+        with pytest.raises(BackendOverloaded) as full:  # the one queue place is taken
+            await admission.acquire()
+        assert full.value.status == 503 and full.value.retry_after >= 1
+        with pytest.raises(BackendOverloaded, match="no slot within 0.1 s"):
+            await waiter
+        assert admission.running == 1 and admission.waiting == 0
+
+    run(scenario())
+
+
+def test_a_cancelled_waiter_gives_its_slot_on():
+    async def scenario() -> None:
+        admission = Admission("local", max_concurrent=1, max_queue=5, max_wait_s=5)
+        await admission.acquire()
+        first = asyncio.create_task(admission.acquire())
+        second = asyncio.create_task(admission.acquire())
+        await asyncio.sleep(0.01)
+        first.cancel()
+        admission.release(0.1)
+        await asyncio.wait_for(second, 1)
+        assert admission.running == 1
+
+    run(scenario())
+
+
+def test_unlimited_backends_never_wait():
+    async def scenario() -> None:
+        admission = Admission("cloud", max_concurrent=None, max_queue=0, max_wait_s=1)
+        for _ in range(100):
+            await admission.acquire()
+        assert admission.expected_wait() == 0 and not admission.saturated()
+
+    run(scenario())
+
+
+def _slow_local(local_sim) -> dict:
+    return {"provider": "hosted_vllm", "model": "Qwen/Qwen3-8B", "api_base": f"{local_sim[1].base}/v1",
+            "max_concurrent": 1, "max_queue": 4, "max_queue_wait_s": 0.5,
+            "timeouts": {"connect_s": 1, "first_token_s": 10, "idle_s": 10, "total_s": 30}}
+
+
+def test_a_pinned_request_beyond_the_queue_gets_503_with_retry_after(make_gateway, local_sim):
+    gw = make_gateway(backends={"vllm-local": _slow_local(local_sim)}, spill={"enabled": False})
+    local_sim[0].behaviour.update({"ttft_s": 2.0})
+    results: dict[str, httpx.Response] = {}
+
+    def first() -> None:
+        results["first"] = gw.http.post("/v1/chat/completions", json={"model": "local", "messages": user()})
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    threading.Event().wait(0.3)  # the first holds the only slot
+    second = gw.http.post("/v1/chat/completions", json={"model": "local", "messages": user()})
+    holder.join()
+    assert results["first"].status_code == 200
+    assert second.status_code == 503 and second.json()["error"]["code"] == "backend_overloaded"
+    assert int(second.headers["retry-after"]) >= 1 and second.headers["x-qroute-attempts"] == "local:overloaded"
+
+
+def test_priorities_come_from_the_key_or_a_trusted_header(make_gateway, local_sim):
+    kid = key_id(CLIENT_KEY)
+    gw = make_gateway(limits={"keys": {kid: {"priority": 7}}, "priority_header_keys": [kid]})
+    limiter = gw.app.state.gateway.limiter
+    assert limiter.priority_for(CLIENT_KEY, None) == 7
+    assert limiter.priority_for(CLIENT_KEY, "42") == 42 and limiter.priority_for(CLIENT_KEY, "900") == 100
+    assert limiter.priority_for("sk-someone-else", "42") == 0  # untrusted: the header is ignored
