@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo tools test test-repeat lint bench bench-router bench-retrieval bench-rag train-router test-vllm test-flag test-clients clean
+.PHONY: setup demo tools test test-repeat lint bench bench-router bench-retrieval bench-rag bench-capacity train-router test-vllm test-flag test-clients clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -54,6 +54,12 @@ bench-retrieval: $(STAMP)
 
 bench-rag: $(STAMP)
 	$(BIN)/python benchmarks/rag_eval.py
+
+# Capacity: TTFT and tokens/s against concurrency, the knee, the suggested max_concurrent (docs/capacity.md).
+# Without ARGS: against `qroute sim` with the sample capacity model (benchmarks/results/capacity.*); for a real
+# endpoint: make bench-capacity ARGS="--base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen3-8B --max-ttft-p95 0.5"
+bench-capacity: $(STAMP)
+	$(BIN)/python benchmarks/capacity.py $(ARGS)
 
 # Rebuild the bundled router model from the shared labelled data.
 train-router: $(STAMP)

@@ -4,6 +4,9 @@ Targets, all in front of the same zero-delay simulator (`qroute sim --zero-delay
   direct          the simulated vLLM itself (the baseline)
   qroute          `qroute serve`, direct transport (the default), metrics on (the default)
   qroute-no-metrics  the same with `metrics.enabled: false`: what recording the metrics costs
+  qroute-redis    the same as qroute plus Redis (a redis-server started here on a free port): per-key
+                  limits for the bench key (generous, never refusing) and the response cache on, every
+                  request a cache miss (temperature 0, a new seed each): what shared state costs
   qroute-litellm  `qroute serve` with `transport: litellm` (litellm.acompletion per call)
   litellm-proxy   LiteLLM's own proxy (`litellm --config`), the peer users would otherwise pick
 
@@ -21,11 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,12 +42,15 @@ from typing import Any
 import aiohttp
 import yaml
 
+from gateway.limits import key_id
 from simulator.harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 KEY = "sk-bench"
 MESSAGES = [{"role": "user", "content": "Summarise the benefits of continuous batching in two sentences."}]
+GENEROUS_LIMITS = {"rpm": 10**7, "tpm": 10**9, "concurrent": 10**4, "budget_cny_per_day": 10**6}
+SEEDS = itertools.count(1)  # qroute-redis: a new seed per request, so each is a cache miss (a lookup and a write)
 
 
 def wait_http(url: str, timeout_s: float = 90.0) -> None:
@@ -64,9 +72,12 @@ class Target:
     model: str
     headers: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    cache_miss: bool = False  # deterministic (temperature 0) with a seed never sent before
 
     def body(self, stream: bool) -> bytes:
         payload = {"model": self.model, "messages": MESSAGES, "stream": stream, "max_tokens": 64, **self.extra}
+        if self.cache_miss:
+            payload.update(temperature=0, seed=next(SEEDS))
         if stream:
             payload["stream_options"] = {"include_usage": True}
         return json.dumps(payload).encode()
@@ -139,14 +150,17 @@ async def concurrent(target: Target, total: int, concurrency: int, stream: bool)
 class Stack:
     """The processes under test; all stopped on exit."""
 
-    def __init__(self, workdir: Path, with_proxy: bool) -> None:
+    def __init__(self, workdir: Path, with_proxy: bool, with_redis: bool) -> None:
         self.workdir = workdir
         self.with_proxy = with_proxy
+        self.with_redis = with_redis
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Any] = []
         self.local_port, self.cloud_port = free_port(), free_port()
         self.qroute_port, self.qroute_litellm_port, self.proxy_port = free_port(), free_port(), free_port()
         self.no_metrics_port = free_port()
+        self.redis_port = free_port() if with_redis else 0
+        self.qroute_redis_port = free_port()
 
     def _spawn(self, args: list[str], log: str, env: dict[str, str] | None = None) -> None:
         out = open(self.workdir / log, "wb")
@@ -154,7 +168,7 @@ class Stack:
         self.procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                            env={**os.environ, **(env or {})}))
 
-    def _qroute_config(self, transport: str, metrics: bool = True) -> Path:
+    def _qroute_config(self, transport: str, metrics: bool = True, redis: bool = False) -> Path:
         cfg = yaml.safe_load((ROOT / "deploy" / "qroute.example.yaml").read_text())
         cfg["auth"] = {"api_keys": [KEY], "api_keys_env": None}
         cfg["server"]["log_level"] = "warning"
@@ -162,9 +176,32 @@ class Stack:
         for name, port in (("vllm-local", self.local_port), ("dashscope", self.cloud_port)):
             cfg["backends"][name]["api_base"] = f"http://127.0.0.1:{port}/v1"
             cfg["backends"][name]["transport"] = transport
-        path = self.workdir / f"qroute-{transport}{'' if metrics else '-no-metrics'}.yaml"
+        name = f"qroute-{transport}{'' if metrics else '-no-metrics'}"
+        if redis:
+            cfg["redis"] = {"url": f"redis://127.0.0.1:{self.redis_port}/0"}
+            cfg["limits"] = {"keys": {key_id(KEY): GENEROUS_LIMITS}}
+            cfg["cache"] = {"enabled": True}
+            name += "-redis"
+        path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         return path
+
+    def _start_redis(self) -> None:
+        """A redis-server of our own on a free port (never the machine's 6379), nothing persisted."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (`make tools` installs it); or run with --no-redis")
+        self._spawn([binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no"], "redis.log")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), \
+                    socket.create_connection(("127.0.0.1", self.redis_port), timeout=0.2) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
 
     def _proxy_config(self) -> Path:
         cfg = {
@@ -191,6 +228,10 @@ class Stack:
                      "--port", str(self.no_metrics_port)], "qroute-no-metrics.log")
         self._spawn([qroute, "serve", "--config", str(self._qroute_config("litellm")),
                      "--port", str(self.qroute_litellm_port)], "qroute-litellm.log")
+        if self.with_redis:
+            self._start_redis()
+            self._spawn([qroute, "serve", "--config", str(self._qroute_config("direct", redis=True)),
+                         "--port", str(self.qroute_redis_port)], "qroute-redis.log")
         if self.with_proxy:
             litellm_cli = shutil.which("litellm", path=str(bin_dir)) or "litellm"
             self._spawn([litellm_cli, "--config", str(self._proxy_config()), "--host", "127.0.0.1",
@@ -200,6 +241,8 @@ class Stack:
         wait_http(f"http://127.0.0.1:{self.qroute_port}/healthz")
         wait_http(f"http://127.0.0.1:{self.qroute_litellm_port}/healthz")
         wait_http(f"http://127.0.0.1:{self.no_metrics_port}/healthz")
+        if self.with_redis:
+            wait_http(f"http://127.0.0.1:{self.qroute_redis_port}/healthz")
         if self.with_proxy:
             wait_http(f"http://127.0.0.1:{self.proxy_port}/health/liveliness", timeout_s=180)
 
@@ -214,6 +257,9 @@ class Stack:
             Target("qroute-litellm", f"http://127.0.0.1:{self.qroute_litellm_port}/v1/chat/completions",
                    "local", auth),
         ]
+        if self.with_redis:
+            out.append(Target("qroute-redis", f"http://127.0.0.1:{self.qroute_redis_port}/v1/chat/completions",
+                              "local", auth, cache_miss=True))
         if self.with_proxy:
             out.append(Target("litellm-proxy", f"http://127.0.0.1:{self.proxy_port}/v1/chat/completions",
                               "local", auth))
@@ -231,14 +277,25 @@ class Stack:
             log.close()
 
 
-def metrics_cost(seq: dict[str, list[Sample]]) -> dict[str, float]:
-    """What recording metrics costs, paired: requests go round-robin, so each round's qroute and
-    qroute-no-metrics requests met the same machine state; the median of the per-round differences
-    is far steadier than a difference of two medians."""
-    on = [s.latency_ms for s in seq["qroute"]]
-    off = [s.latency_ms for s in seq["qroute-no-metrics"]]
+def paired_cost(seq: dict[str, list[Sample]], with_it: str, without: str) -> dict[str, float]:
+    """What a feature costs, paired: requests go round-robin, so each round's two requests met the
+    same machine state; the median of the per-round differences is far steadier than a difference
+    of two medians."""
+    on = [s.latency_ms for s in seq[with_it]]
+    off = [s.latency_ms for s in seq[without]]
     diffs = sorted(a - b for a, b in zip(on, off, strict=True))
     return {"paired_median_ms": diffs[len(diffs) // 2], "p50_difference_ms": pct(on, 50) - pct(off, 50)}
+
+
+def metrics_cost(seq: dict[str, list[Sample]]) -> dict[str, float]:
+    """What recording metrics costs: qroute minus qroute-no-metrics."""
+    return paired_cost(seq, "qroute", "qroute-no-metrics")
+
+
+def redis_cost(seq: dict[str, list[Sample]]) -> dict[str, float]:
+    """What Redis costs (limits admitted and settled in Redis, a cache lookup and write per request,
+    streams not cached): qroute-redis minus qroute."""
+    return paired_cost(seq, "qroute-redis", "qroute")
 
 
 def summarise(seq: dict[str, list[Sample]], conc: dict[str, tuple[float, list[Sample]]]) -> dict[str, Any]:
@@ -287,6 +344,14 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"Metrics cost ({mode}): {cost['paired_median_ms']:+.3f} ms, the median of per-round "
                      f"differences qroute minus qroute-no-metrics ({cost['p50_difference_ms']:+.3f} ms between "
                      "their p50s); budget +0.1 ms.")
+    for mode in ("non-streaming", "streaming"):
+        cost = results.get(f"{mode} redis cost")
+        if cost is not None:
+            what = "limits admitted and settled in Redis, a cache lookup and write per request" \
+                if mode == "non-streaming" else "limits admitted and settled in Redis; streams are not cached"
+            lines.append(f"Redis cost ({mode}): {cost['paired_median_ms']:+.3f} ms, the median of per-round "
+                         f"differences qroute-redis minus qroute ({what}; {cost['p50_difference_ms']:+.3f} ms "
+                         "between their p50s); budget +0.5 ms.")
     return "\n".join(lines)
 
 
@@ -306,6 +371,8 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             conc[target.name] = await concurrent(target, args.concurrent_requests, args.concurrency, stream)
         results[mode] = summarise(seq, conc)
         results[f"{mode} metrics cost"] = metrics_cost(seq)
+        if "qroute-redis" in seq:
+            results[f"{mode} redis cost"] = redis_cost(seq)
     return results
 
 
@@ -316,10 +383,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--concurrent-requests", type=int, default=2000)
     parser.add_argument("--no-litellm-proxy", action="store_true", help="skip LiteLLM's proxy")
+    parser.add_argument("--no-redis", action="store_true", help="skip qroute-redis (needs redis-server)")
     parser.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qroute-bench-") as tmp:
-        stack = Stack(Path(tmp), with_proxy=not args.no_litellm_proxy)
+        stack = Stack(Path(tmp), with_proxy=not args.no_litellm_proxy, with_redis=not args.no_redis)
         try:
             stack.start()
             results = asyncio.run(run(args, stack))
@@ -338,6 +406,9 @@ def main() -> int:
     cost = results["non-streaming metrics cost"]["paired_median_ms"]
     print(f"\nqroute non-streaming added latency p50 {qr['added_p50_ms']:.2f} ms (target <= 1.5), "
           f"p99 {qr['added_p99_ms']:.2f} ms (target <= 5); metrics add {cost:+.3f} ms (budget 0.1)")
+    if "non-streaming redis cost" in results:
+        print(f"Redis cost: {results['non-streaming redis cost']['paired_median_ms']:+.3f} ms non-streaming, "
+              f"{results['streaming redis cost']['paired_median_ms']:+.3f} ms streaming (budget +0.5 ms p50)")
     return 0
 
 

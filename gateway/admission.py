@@ -29,8 +29,10 @@ class BackendOverloaded(UpstreamError):
 
 class Admission:
     def __init__(self, backend: str, max_concurrent: int | None, max_queue: int, max_wait_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_queue: Callable[[int], None] | None = None) -> None:
         self.backend = backend
+        self._on_queue = on_queue or (lambda waiting: None)  # the queue's length changed (metrics)
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
         self.max_wait_s = max_wait_s
@@ -54,28 +56,42 @@ class Admission:
         return self.expected_wait() > self.max_wait_s or (self.max_concurrent is not None
                                                           and self.waiting >= self.max_queue > 0)
 
-    async def acquire(self, priority: int = 0) -> None:
-        """A slot, now or after waiting; BackendOverloaded when there is no room or no time."""
+    def try_acquire(self, headroom: int = 0) -> bool:
+        """A slot only if one is free now, nobody waits, and `headroom` more stay free after it: so
+        background work never queues, nor takes the slot a client request is about to need."""
+        if self.max_concurrent is None or (self.running + headroom < self.max_concurrent and not self.waiting):
+            self.running += 1
+            return True
+        return False
+
+    async def acquire(self, priority: int = 0) -> float:
+        """A slot, now (0.0) or after waiting (the seconds waited); BackendOverloaded when there is no
+        room or no time."""
         if self.max_concurrent is None or (self.running < self.max_concurrent and not self.waiting):
             self.running += 1
-            return
+            return 0.0
+        queued = self._clock()
         if self.waiting >= self.max_queue:
             raise self._refuse(f"{self.waiting} requests already waiting")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._queue, (-priority, next(self._order), future))
+        self._on_queue(self.waiting)
         try:
             await asyncio.wait_for(asyncio.shield(future), self.max_wait_s)
         except TimeoutError:
             if future.done() and not future.cancelled():
-                return  # granted at the last moment: the slot is ours
+                return self._clock() - queued  # granted at the last moment: the slot is ours
             future.cancel()
+            self._on_queue(self.waiting)
             raise self._refuse(f"no slot within {self.max_wait_s:g} s") from None
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release(0.0)  # granted, then the request was cancelled: give the slot on
             else:
                 future.cancel()
+                self._on_queue(self.waiting)
             raise
+        return self._clock() - queued
 
     def release(self, held_s: float) -> None:
         """A slot is free again: hand it to the highest-priority waiter, if any."""
@@ -87,6 +103,7 @@ class Admission:
             if not future.done():
                 self.running += 1
                 future.set_result(None)
+                self._on_queue(self.waiting)
                 return
 
     def _refuse(self, why: str) -> BackendOverloaded:

@@ -44,6 +44,9 @@ def build_backends(settings: Settings, metrics: Recorder) -> dict[str, Backend]:
 
         breaker = CircuitBreaker(settings.breaker.failure_threshold, settings.breaker.reset_after_s,
                                  on_change=changed)
-        admission = Admission(name, cfg.max_concurrent, cfg.max_queue, cfg.max_queue_wait_s)
+        def queue(waiting: int, backend: str = name) -> None:
+            metrics.admission_queue(backend, waiting)
+
+        admission = Admission(name, cfg.max_concurrent, cfg.max_queue, cfg.max_queue_wait_s, on_queue=queue)
         backends[name] = Backend(name, build_upstream(name, cfg, retry), breaker, cfg.timeouts, admission)
     return backends

@@ -90,7 +90,9 @@ def _sim(args: argparse.Namespace) -> int:
         local_ttft_s=args.local_ttft, local_tps=args.local_tps, cloud_ttft_s=args.cloud_ttft,
         cloud_tps=args.cloud_tps, output_tokens=args.output_tokens, error_rate=args.error_rate,
         error_status=args.error_status, cut_after_tokens=args.cut_after, hang_after_tokens=args.hang_after,
-        vllm_reasoning_field=args.vllm_reasoning_field,
+        vllm_reasoning_field=args.vllm_reasoning_field, local_max_running=args.local_max_running,
+        local_total_tps=args.local_total_tps,
+        local_weak_on=tuple(k.strip() for k in (args.local_weak_on or "").split(",") if k.strip()),
     )
     logging.basicConfig(level="WARNING", format=LOG_FORMAT)
     try:
@@ -145,8 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--hang-after", type=int, default=None, help="stop sending after N tokens")
     sim.add_argument("--vllm-reasoning-field", choices=["reasoning", "reasoning_content"], default=None,
                      help="vLLM >= 0.11 sends 'reasoning' (default); older versions 'reasoning_content'")
+    sim.add_argument("--local-max-running", type=int, default=None,
+                     help="local requests running at once; the rest wait, as with vLLM's --max-num-seqs (0: no limit)")
+    sim.add_argument("--local-total-tps", type=float, default=None,
+                     help="local decode tokens/s shared by the running requests (0: no limit)")
+    sim.add_argument("--local-weak-on", default=None, metavar="WORDS",
+                     help="comma-separated keywords: local answers to requests with one are weak, and the "
+                          "simulated judge prefers the cloud's (exercises shadow labelling)")
     sim.set_defaults(func=_sim)
 
+    from gateway.commands.bench import add_bench_parser
     from gateway.commands.cost import add_cost_parser
     from gateway.commands.index import add_retrieval_parsers
     from gateway.commands.report import add_report_parser
@@ -156,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_retrieval_parsers(sub)
     add_cost_parser(sub)
     add_report_parser(sub)
+    add_bench_parser(sub)
 
     kid = sub.add_parser("key-id", help="the id a client key is known by in limits: and in Redis (never the key)")
     kid.add_argument("key", help="the client key, or - to read it from stdin (keeps it out of shell history)")

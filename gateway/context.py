@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
@@ -68,6 +68,8 @@ class RequestState:
     cache: str | None = None  # "hit" or "miss" when the response cache applied
     ticket: Ticket | None = None  # what the per-key limits admitted; settled when the request ends
     priority: int = 0  # in a backend's admission queue: higher first
+    shadow_data: dict[str, Any] | None = None  # picked for shadow labelling: the request as sent upstream
+    answer_text: str | None = None  # the client's answer's text, kept only for shadow labelling
     finished: bool = False
 
     def elapsed(self) -> float:

@@ -61,6 +61,9 @@ class Recorder(Protocol):
                             seconds: float | None) -> None: ...
     def spill_changed(self, backend: str, active: bool) -> None: ...
     def spilled(self, route: str) -> None: ...
+    def admission_queue(self, backend: str, waiting: int) -> None: ...
+    def admission_waited(self, backend: str, seconds: float) -> None: ...
+    def shadow_event(self, event: str, cny: float, band: str, verdict: str) -> None: ...
     def redis_state(self, up: bool) -> None: ...
     def cache_lookup(self, result: str) -> None: ...
     def cache_saved(self, cny: float) -> None: ...
@@ -95,6 +98,15 @@ class NoMetrics:
         return None
 
     def spilled(self, route: str) -> None:
+        return None
+
+    def admission_queue(self, backend: str, waiting: int) -> None:
+        return None
+
+    def admission_waited(self, backend: str, seconds: float) -> None:
+        return None
+
+    def shadow_event(self, event: str, cny: float, band: str, verdict: str) -> None:
         return None
 
     def redis_state(self, up: bool) -> None:
@@ -176,6 +188,12 @@ class Metrics:
         self.in_flight = Gauge(
             "qroute_backend_in_flight", "Requests being served by each backend now.", ["backend"], registry=r,
             multiprocess_mode="livesum")
+        self.admission_waiting = Gauge(
+            "qroute_admission_waiting", "Requests waiting for a slot of a backend with max_concurrent.", ["backend"],
+            registry=r, multiprocess_mode="livesum")
+        self.admission_wait = Histogram(
+            "qroute_admission_wait_seconds", "Time a request waited for a backend slot (0: one was free), backends "
+            "with max_concurrent only.", ["backend"], buckets=(0.0, *TTFT_BUCKETS), registry=r)
         self.breaker = Gauge(
             "qroute_backend_breaker_state", "Circuit breaker per backend: 0 closed, 1 half-open, 2 open.",
             ["backend"], registry=r, multiprocess_mode="livemax")
@@ -191,6 +209,14 @@ class Metrics:
         self.spills = Counter(
             "qroute_spilled", "Requests auto would have sent to this route that went to the cloud (auto:spill).",
             ["from_route"], registry=r)
+        self.shadow_requests = Counter(
+            "qroute_shadow_requests", "Shadow labelling: sent, judged, skipped_busy, skipped_budget, unreadable, "
+            "failed.", ["result"], registry=r)
+        self.shadow_judge_calls = Counter("qroute_shadow_judge_calls", "Calls to the judge.", registry=r)
+        self.shadow_cost = Counter("qroute_shadow_cost_cny", "What shadow answers and judge calls cost.", registry=r)
+        self.shadow_verdicts = Counter(
+            "qroute_shadow_verdicts", "Judged pairs by score band: was local as good as the cloud (local or tie) or "
+            "not (cloud)? Where the threshold should be, live.", ["band", "verdict"], registry=r)
         self.redis_up = Gauge(
             "qroute_redis_up", "1 while Redis answers within its bound, 0 while the gateway goes on without it "
             "(per-process limits, no cache); absent without redis configured.", registry=r,
@@ -214,6 +240,9 @@ class Metrics:
         for name, cfg in settings.backends.items():
             self.breaker.labels(name).set(0)
             self.in_flight.labels(name)
+            if cfg.max_concurrent is not None:
+                self.admission_waiting.labels(name).set(0)
+                self.admission_wait.labels(name)
             if cfg.hardware is not None:
                 self.hardware_rate.labels(name).set(cfg.hardware.cny_per_second())
         for route in ROUTES:
@@ -226,6 +255,11 @@ class Metrics:
             self.cache_lookups.labels(result)
         for route in ROUTES:
             self.spills.labels(route)
+        if settings.spill.enabled:  # the backends of the local routes can spill (as Gateway._spill_states)
+            for route in ("local", "local-think"):
+                name = settings.routes[route].backend
+                if name != settings.routes["cloud"].backend:
+                    self.spill_active.labels(name).set(0)
         for limit in ("rpm", "tpm", "concurrent", "budget"):
             self.limited.labels(limit)
 
@@ -335,6 +369,22 @@ class Metrics:
 
     def spilled(self, route: str) -> None:
         self._child(self.spills, route).inc()
+
+    def admission_queue(self, backend: str, waiting: int) -> None:
+        self._child(self.admission_waiting, backend).set(waiting)
+
+    def admission_waited(self, backend: str, seconds: float) -> None:
+        self._child(self.admission_wait, backend).observe(seconds)
+
+    def shadow_event(self, event: str, cny: float, band: str, verdict: str) -> None:
+        if event == "spend":
+            self.shadow_cost.inc(cny)
+        elif event == "judge_call":
+            self.shadow_judge_calls.inc()
+        else:
+            self._child(self.shadow_requests, event).inc()
+            if event == "judged":
+                self._child(self.shadow_verdicts, band, verdict).inc()
 
     def redis_state(self, up: bool) -> None:
         self.redis_up.set(1 if up else 0)

@@ -21,21 +21,31 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from gateway.accounting import StreamAccount, answer_text, attach_cost
 from gateway.admission import BackendOverloaded
 from gateway.aggregate import assemble
 from gateway.backends import Backend, build_backends
 from gateway.cache import CachedAnswer, ResponseCache, cache_key, policy_for
 from gateway.context import Attempt, RequestState, Served
 from gateway.cost import CostModel, TokenUsage
-from gateway.errors import GatewayError, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import (
+    GatewayError,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from gateway.limits import Limiter
 from gateway.metrics import Recorder, build_recorder
+from gateway.model_slot import ModelSlot
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.rag import Grounding, RagService
 from gateway.redis_link import RedisLink
 from gateway.router_sync import RouterSync
 from gateway.routing import Needs, RouteDecision, RouteResolver, build_scorer
 from gateway.settings import Settings, env_secret
+from gateway.shadow import Job, Shadow
+from gateway.shadow_calls import ShadowCalls
 from gateway.spill import SpillController, SpillState, VllmQueueReader
 from gateway.streaming import client_events
 from gateway.upstreams.base import PrimedStream, prime
@@ -45,7 +55,6 @@ from gateway.upstreams.thinking import needs_streamed_upstream, normalize_comple
 from router.decide import Thresholds
 from router.routes import CLOUD, LOCAL, LOCAL_THINK, Route
 from textkit.conversation import full_text, has_images
-from textkit.tokens import approx_tokens
 
 log = logging.getLogger("qroute.pipeline")
 COMPLETIONS_PATH = "/completions"
@@ -83,9 +92,14 @@ class Gateway:
         self.redis = RedisLink(settings.redis, on_state=self.metrics.redis_state, replica=self.replica)
         self.limiter = Limiter(settings.limits, self.redis)
         self.cache = ResponseCache(settings.cache, self.redis)
+        self.model = ModelSlot(self.resolver, settings.router.model_path)
         self.router_sync = RouterSync(self.resolver.thresholds, self.redis, self.replica,
-                                      on_change=self.metrics.thresholds_changed)
+                                      on_change=self.metrics.thresholds_changed, on_model=self.model.follow,
+                                      model_path=lambda: self.model.path)
+        self.model.connect(self.set_thresholds, self.router_sync.changed_model)
         self.spill = SpillController(settings.spill, self._spill_states(), on_change=self.metrics.spill_changed)
+        self.shadow_calls = ShadowCalls(settings, self.backends, self.costs, self._call)
+        self.shadow = Shadow(settings.router.shadow, self.shadow_calls, self.redis, self.metrics.shadow_event)
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
@@ -108,6 +122,7 @@ class Gateway:
         await self.spill.close()
         for task in list(self._background):
             task.cancel()
+        await self.shadow_calls.close()
         for backend in self.backends.values():
             await backend.upstream.close()
         await self.redis.close()
@@ -172,8 +187,14 @@ class Gateway:
             cached.grounding = grounding
             return cached
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        assert state.decision is not None
+        if state.decision.reason.startswith("auto:") and self.shadow.wants(state.decision.score,
+                                                                           self.resolver.thresholds.current):
+            state.shadow_data = grounded  # the same request goes to the other route once this one is answered
         outcome = await self._serve(state, needs, call, include_usage, lambda: full_text(grounded["messages"]))
         outcome.grounding = grounding
+        if outcome.result is not None and state.shadow_data is not None:
+            state.answer_text = answer_text(outcome.result)
         if cached is not None and outcome.result is not None:
             self._keep_in_cache(state, outcome, cached)
         return outcome
@@ -269,10 +290,12 @@ class Gateway:
             if last_error is not None and self.settings.fallback.delay_ms:
                 await pause(self.settings.fallback.delay_ms / 1000)
             try:
-                await backend.admission.acquire(state.priority)
+                waited = await backend.admission.acquire(state.priority)
             except BackendOverloaded:
                 state.attempts.append(Attempt(route, "overloaded"))
                 raise
+            if backend.admission.max_concurrent is not None:
+                self.metrics.admission_waited(backend.name, waited)
             occupancy = backend.load.enter()
             self.metrics.backend_entered(backend.name)
             started = time.perf_counter()
@@ -302,10 +325,10 @@ class Gateway:
             if frames is None:
                 assert result is not None
                 self._price(state, backend, occupancy, TokenUsage.from_openai(result.get("usage")))
-                _attach_cost(result, state.cost_cny)
+                attach_cost(result, state.cost_cny)
                 return ChatOutcome(result=result, account=partial(self.finish, state, "ok"))
             state.first_token_s = state.elapsed()
-            end = StreamAccount(self, state, backend, occupancy, prompt)
+            end = StreamAccount(self._price, self.finish, state, backend, occupancy, prompt)
             return ChatOutcome(frames=client_events(frames, include_usage, end), account=end.account)
         raise self._exhausted(state, last_error)
 
@@ -353,6 +376,10 @@ class Gateway:
         self.metrics.request_finished(state, outcome)
         if state.decision is not None and state.decision.reason == "auto:spill" and state.cost_cny:
             self.spill.record_spend(state.cost_cny)
+        if outcome == "ok" and state.shadow_data is not None and state.answer_text and state.served is not None:
+            score = state.decision.score if state.decision else 0.0
+            self.shadow.submit(Job(state.request_id, state.served.route, score, state.shadow_data, state.answer_text,
+                                   state.served.model), self._spawn)
         if state.ticket is not None:
             usage = state.usage if state.cache != "hit" else None  # a hit used no upstream tokens
             tokens = usage.prompt + usage.completion if usage is not None else 0
@@ -399,50 +426,3 @@ class Gateway:
                 info["spill"] = spill
             out[name] = info
         return out
-
-
-@dataclass
-class StreamAccount:
-    """Prices a stream when its usage chunk arrives, and finishes its record when it ends."""
-
-    gateway: Gateway
-    state: RequestState
-    backend: Backend
-    occupancy: Occupancy
-    prompt: Callable[[], str]  # the prompt's text, for a token estimate when no usage came
-    priced: bool = False
-
-    def usage(self, usage: dict[str, Any]) -> float | None:
-        """The upstream's usage chunk: price the stream now (the cost goes into that chunk)."""
-        self.state.last_token_s = self.state.elapsed()
-        self.gateway._price(self.state, self.backend, self.occupancy, TokenUsage.from_openai(usage))
-        self.priced = True
-        return self.state.cost_cny
-
-    ended: tuple[int, GatewayError | None, bool] | None = None
-
-    def done(self, tokens_seen: int, error: GatewayError | None, disconnected: bool) -> None:
-        """The stream ended: settle the backend now (breaker, its load); record it in `account`."""
-        state = self.state
-        if not self.priced:  # broken, cancelled, or an upstream that sent no usage: count ourselves
-            state.last_token_s = state.elapsed()
-            prompt = round(approx_tokens(self.prompt()))
-            self.gateway._price(state, self.backend, self.occupancy, TokenUsage(prompt, tokens_seen, estimated=True))
-        if error is not None:
-            self.backend.breaker.record_failure()
-        self.ended = (tokens_seen, error, disconnected)
-
-    def account(self) -> None:
-        """After the last byte: the request goes into the metrics."""
-        if self.ended is None:  # the response never ran its stream: it was cancelled before
-            self.done(0, None, True)
-        assert self.ended is not None
-        _, error, disconnected = self.ended
-        self.gateway.finish(self.state, "cancelled" if disconnected else "stream_error" if error else "ok")
-
-
-def _attach_cost(result: dict[str, Any], cost: float | None) -> None:
-    """`usage.qroute_cost_cny` on the answer, as OpenRouter-style gateways put cost in usage."""
-    usage = result.get("usage")
-    if cost is not None and isinstance(usage, dict):
-        usage["qroute_cost_cny"] = round(cost, 8)

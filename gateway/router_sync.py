@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -30,11 +30,16 @@ AUDIT_KEEP = 1000
 
 class RouterSync:
     def __init__(self, store: ThresholdStore, link: RedisLink, replica: str,
-                 on_change: Callable[[Thresholds], None]) -> None:
+                 on_change: Callable[[Thresholds], None],
+                 on_model: Callable[[str], Awaitable[bool]] | None = None,
+                 model_path: Callable[[], str] | None = None) -> None:
         self.store = store
         self.link = link
         self.replica = replica
         self._on_change = on_change
+        self._on_model = on_model  # load and swap to a model path another replica switched to
+        self._model_path = model_path or (lambda: "")
+        self._refused_model = ""  # a shared model path this replica could not load (logged once)
         self._audit: deque[dict[str, Any]] = deque(maxlen=AUDIT_KEEP)
         self._task: asyncio.Task[None] | None = None
         self._pubsub: Any = None
@@ -57,7 +62,7 @@ class RouterSync:
         """Persist (state file, Redis), publish, record in the audit, then apply here."""
         old = self.store.current
         self.store.update(new, f"admin key {admin_id}")
-        entry = {"time": round(time.time(), 3), "old": {"t1": old.t1, "t2": old.t2},
+        entry = {"time": round(time.time(), 3), "kind": "thresholds", "old": {"t1": old.t1, "t2": old.t2},
                  "new": {"t1": new.t1, "t2": new.t2}, "admin": admin_id, "replica": self.replica}
         self._audit.appendleft(entry)
         if self.link.configured:
@@ -78,6 +83,27 @@ class RouterSync:
         self._on_change(new)
         return new
 
+    async def changed_model(self, old: str, new: str, admin_id: str, kind: str = "model") -> None:
+        """A model swap (or rollback) made here: shared so every replica loads the same file, and audited."""
+        entry = {"time": round(time.time(), 3), "kind": kind, "old": old, "new": new, "admin": admin_id,
+                 "replica": self.replica}
+        self._audit.appendleft(entry)
+        if not self.link.configured:
+            return
+        payload = orjson.dumps(entry).decode()
+
+        async def share(client: Any) -> bool:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._current_key, mapping={"model": new})
+                pipe.lpush(self._audit_key, payload)
+                pipe.ltrim(self._audit_key, 0, AUDIT_KEEP - 1)
+                pipe.publish(self._channel, payload)
+                await pipe.execute()
+            return True
+
+        if not await self.link.call(share, False):
+            log.warning("router model swapped here but not shared: redis is not answering")
+
     async def audit(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest changes, newest first: from Redis when it answers, else this process's."""
         if self.link.configured:
@@ -97,7 +123,8 @@ class RouterSync:
 
             empty: dict[str, str] = {}
             current = await self.link.call(read, empty)
-            if current:
+            await self._follow_model(current.get("model"))
+            if "t1" in current:
                 try:
                     remote = Thresholds(float(current["t1"]), float(current["t2"]))
                 except (KeyError, ValueError) as exc:
@@ -109,6 +136,12 @@ class RouterSync:
                 return
         if self.store.reload_if_changed():
             self._on_change(self.store.current)
+
+    async def _follow_model(self, shared: str | None) -> None:
+        if not shared or shared == self._model_path() or self._on_model is None or shared == self._refused_model:
+            return
+        if not await self._on_model(shared):
+            self._refused_model = shared  # the reason is logged by the loader; do not retry every second
 
     async def _follow(self) -> None:
         """Wake on a published change or after a second, whichever comes first, and pull."""

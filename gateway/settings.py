@@ -221,6 +221,37 @@ class TargetsConfig(Strict):
     cloud_share_tolerance: float = Field(0.1, ge=0, le=1)  # alert when the share drifts further
 
 
+class JudgeConfig(Strict):
+    """Who decides which of two answers is better. `cloud`: the cloud route's model; `endpoint`: any
+    OpenAI-compatible judge (base_url, model, api_key_env)."""
+
+    kind: Literal["cloud", "endpoint"] = "cloud"
+    method: Literal["pairwise", "rubric"] = "pairwise"  # pairwise: asked twice, answers swapped
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> JudgeConfig:
+        if self.kind == "endpoint" and not (self.base_url and self.model):
+            raise ValueError("router.shadow.judge: kind endpoint needs base_url and model")
+        return self
+
+
+class ShadowConfig(Strict):
+    """Labels from live traffic: for a share of `auto` requests, the same request goes to the other
+    route in the background after the client has its answer, a judge says which answer was better,
+    and the pair becomes a training row (`qroute route train --data FILE`)."""
+
+    share: float = Field(0.0, ge=0, le=1)  # of auto requests; 0: off. Sampled most near the thresholds
+    out: str = ".qroute/shadow.jsonl"  # the JSON-lines file of judged rows; "redis": a Redis stream
+    max_spend_cny_per_day: float = Field(5.0, ge=0)  # shadow answers and judge calls together
+    max_concurrent: int = Field(2, ge=1)  # shadow requests in flight at once; more are skipped
+    store_messages: bool = True  # false: only hashes of the messages are kept (the rows cannot train)
+    judge: JudgeConfig = JudgeConfig()
+
+
 class RouterConfig(Strict):
     """Scores are the share of training requests a request is more complex than, so the defaults
     send about 20% of training-like traffic to the cloud and 20% to local thinking."""
@@ -232,6 +263,7 @@ class RouterConfig(Strict):
     t2: float = Field(0.8, ge=0, le=1)
     # Threshold changes made through PUT /admin/router are kept here and win over t1/t2 at start.
     state_file: str | None = ".qroute/router-state.json"
+    shadow: ShadowConfig = ShadowConfig()
 
     @model_validator(mode="after")
     def _ordered(self) -> RouterConfig:

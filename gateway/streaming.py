@@ -20,7 +20,13 @@ _DONE = b"data: [DONE]\n\n"
 
 
 class StreamEnd(Protocol):
-    """Told about the stream's usage chunk (returns the cost to put in it) and, once, its end."""
+    """Told about the stream's usage chunk (returns the cost to put in it) and, once, its end; and,
+    when it is capturing, shown every chunk."""
+
+    @property
+    def capturing(self) -> bool: ...
+
+    def collect(self, payload: bytes) -> None: ...
 
     def usage(self, usage: dict[str, Any]) -> float | None: ...
 
@@ -33,9 +39,12 @@ async def client_events(primed: PrimedStream, include_usage: bool, end: StreamEn
     error: GatewayError | None = None
     finished = False
     payloads = 0
+    capturing = end.capturing
     try:
         async for payload in primed:
             payloads += 1
+            if capturing:
+                end.collect(payload)
             if b'"usage"' in payload:
                 chunk = orjson.loads(payload)
                 if isinstance(chunk.get("usage"), dict):

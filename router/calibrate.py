@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def threshold_for_share(scores: Sequence[float], cloud_share: float) -> float:
+def threshold_for_share(scores: Sequence[float] | np.ndarray, cloud_share: float) -> float:
     """The threshold that sends `cloud_share` of these requests to the cloud (score > threshold)."""
     if not 0.0 <= cloud_share <= 1.0:
         raise ValueError("the cloud share must be between 0 and 1")
@@ -17,5 +17,5 @@ def threshold_for_share(scores: Sequence[float], cloud_share: float) -> float:
     return float(np.quantile(np.asarray(scores, dtype=float), 1.0 - cloud_share))
 
 
-def share_above(scores: Sequence[float], threshold: float) -> float:
+def share_above(scores: Sequence[float] | np.ndarray, threshold: float) -> float:
     return float((np.asarray(scores, dtype=float) > threshold).mean())

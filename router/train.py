@@ -33,7 +33,10 @@ class Labelled:
 
 
 def load_labelled(paths: Iterable[str | Path]) -> Labelled:
+    """Rows from JSON-lines files; shadow rows stored as hashes only (`messages: null`) cannot train
+    and are skipped."""
     ids, messages, weak, strong, group = [], [], [], [], []
+    hashed_only = 0
     for gi, path in enumerate(paths):
         def bad(number: int, reason: str, path: str | Path = path) -> NoReturn:
             raise ValueError(f"{path}:{number}: need JSON with messages, weak, strong ({reason})")
@@ -44,13 +47,18 @@ def load_labelled(paths: Iterable[str | Path]) -> Labelled:
                     w, s = float(row["weak"]), float(row["strong"])
                 except (KeyError, TypeError, ValueError) as exc:
                     bad(n, f"{type(exc).__name__}: {exc}")
+                if row.get("messages") is None and "messages_sha256" in row:
+                    hashed_only += 1
+                    continue
                 ids.append(str(row.get("id", f"{Path(path).stem}-{n}")))
                 messages.append(row.get("messages", []))
                 weak.append(w)
                 strong.append(s)
                 group.append(gi)
     if not ids:
-        raise ValueError("no labelled rows found")
+        why = f" ({hashed_only} rows hold only a hash of their messages: router.shadow.store_messages was off)" \
+            if hashed_only else ""
+        raise ValueError("no labelled rows found" + why)
     return Labelled(ids, messages, np.array(weak), np.array(strong), np.array(group))
 
 

@@ -34,7 +34,14 @@ class Behaviour:
     cut_after_tokens: int = -1  # >= 0: drop the connection mid-stream after N tokens
     hang_after_tokens: int = -1  # >= 0: stop sending (keep the connection open) after N tokens
     reasoning_field: str = ""  # vLLM >= 0.11 sends "reasoning"; older vLLM "reasoning_content"
-    waiting_requests: int = 0  # vLLM flavour: the queue GET /metrics reports (vllm:num_requests_waiting)
+    waiting_requests: int = 0  # vLLM flavour: added to the real queue GET /metrics reports (vllm:num_requests_waiting)
+    # Capacity, as a real server has: above max_running requests wait (FIFO), as vLLM's --max-num-seqs makes
+    # them; running requests share total_tokens_per_s, each min(tokens_per_s, total_tokens_per_s / running).
+    max_running: int = 0  # 0: unlimited
+    total_tokens_per_s: float = 0.0  # 0: unlimited (each request paced by tokens_per_s alone)
+    # Quality: a request containing one of these keywords gets a weak answer (marked so the
+    # simulator's judge can tell), as a small model is weak on some topics.
+    weak_on: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.reasoning_field:

@@ -28,6 +28,9 @@ class SimOptions:
     cut_after_tokens: int | None = None
     hang_after_tokens: int | None = None
     vllm_reasoning_field: str | None = None
+    local_max_running: int | None = None  # the local (vLLM) simulator's capacity model
+    local_total_tps: float | None = None
+    local_weak_on: tuple[str, ...] = ()  # keywords the local model answers weakly (judged worse)
 
 
 def build_upstreams(opts: SimOptions) -> tuple[SimulatedUpstream, SimulatedUpstream]:
@@ -40,7 +43,8 @@ def build_upstreams(opts: SimOptions) -> tuple[SimulatedUpstream, SimulatedUpstr
     }
     local = Behaviour.for_flavour(
         "vllm", opts.zero_delay, ttft_s=opts.local_ttft_s, tokens_per_s=opts.local_tps,
-        reasoning_field=opts.vllm_reasoning_field, **common,
+        reasoning_field=opts.vllm_reasoning_field, max_running=opts.local_max_running,
+        total_tokens_per_s=opts.local_total_tps, weak_on=list(opts.local_weak_on), **common,
     )
     cloud = Behaviour.for_flavour(
         "dashscope", opts.zero_delay, ttft_s=opts.cloud_ttft_s, tokens_per_s=opts.cloud_tps, **common

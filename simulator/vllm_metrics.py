@@ -57,10 +57,9 @@ class _Histogram:
 class _Served:
     """What one model of the simulated vLLM has served."""
 
-    __slots__ = ("e2e", "generation_tokens", "prompt_tokens", "running", "ttft")
+    __slots__ = ("e2e", "generation_tokens", "prompt_tokens", "ttft")
 
     def __init__(self) -> None:
-        self.running = 0
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.ttft = _Histogram(VLLM_TTFT_BUCKETS)
@@ -115,11 +114,11 @@ class VllmMetrics:
         self.registry.register(self)  # a collector: prometheus-client calls collect() at each scrape
         self._served: dict[str, _Served] = {model: _Served() for model in models}
         self._models = list(models)
-        self._waiting = 0
-        self._in_flight = 0
+        self._running: dict[str, int] = {}  # by model, as the simulator's engine has them at the scrape
+        self._waiting: dict[str, int] = {}  # by model: in the engine's queue, plus behaviour.waiting_requests
 
     def begin(self, raw: bytes, behaviour: Behaviour, send: Any) -> _Meter | None:
-        """A request for a model this server serves, counted as running; None for anything else."""
+        """A request for a model this server serves, to be measured; None for anything else."""
         try:
             body = orjson.loads(raw)
             model = body.get("model")
@@ -130,14 +129,10 @@ class VllmMetrics:
         served = self._served.get(model)
         if served is None:
             served = self._served[model] = _Served()
-        served.running += 1
-        self._in_flight += 1
         return _Meter(body, served, send)
 
     def end(self, meter: _Meter, behaviour: Behaviour) -> None:
         served = meter.served
-        served.running -= 1
-        self._in_flight -= 1
         if meter.status != 200:
             return
         elapsed = time.perf_counter() - meter.started
@@ -148,21 +143,30 @@ class VllmMetrics:
         served.prompt_tokens += wire.count_prompt_tokens(meter.body)
         served.generation_tokens += meter.generation_tokens()
 
-    def render(self, behaviour: Behaviour) -> bytes:
-        """The text exposition; the queue and the KV cache follow the behaviour at each scrape."""
-        self._waiting = max(int(behaviour.waiting_requests), 0)
+    def render(self, behaviour: Behaviour, running: dict[str, int] | None = None,
+               waiting: dict[str, int] | None = None) -> bytes:
+        """The text exposition. `running` and `waiting`: requests running and in line for a slot, by model,
+        as the simulator's engine has them now; `behaviour.waiting_requests` is added to each served
+        model's queue, to simulate one; the KV cache follows."""
         self._models = list(behaviour.models)
         for model in self._models:
             self._served.setdefault(model, _Served())
+        extra = max(int(behaviour.waiting_requests), 0)
+        self._running = dict(running or {})
+        queued = waiting or {}
+        self._waiting = {m: queued.get(m, 0) + (extra if m in self._models else 0) for m in self._served}
         return generate_latest(self.registry)
 
     def collect(self) -> Iterator[Metric]:
         served = self._served
-        kv = min(1.0, max(self._in_flight / KV_SLOTS, 0.95 if self._waiting else 0.0))  # a queue: the cache is full
+        waiting = self._waiting
+        running = {m: max(self._running.get(m, 0), 0) for m in served}
+        full = 0.95 if any(waiting.values()) else 0.0  # a queue: the cache is full
+        kv = min(1.0, max(sum(running.values()) / KV_SLOTS, full))
         gauges = (("vllm:num_requests_running", "Number of requests in model execution batches.",
-                   {m: float(s.running) for m, s in served.items()}),
+                   {m: float(n) for m, n in running.items()}),
                   ("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
-                   {m: float(self._waiting if m in self._models else 0) for m in served}),
+                   {m: float(waiting.get(m, 0)) for m in served}),
                   ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
                    {m: kv if m in self._models else 0.0 for m in served}))
         for name, documentation, values in gauges:

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from simulator import judging
 from simulator.behaviour import Behaviour
 
 _WORDS = (
@@ -57,6 +58,9 @@ def answer_tokens(body: dict[str, Any], behaviour: Behaviour) -> tuple[list[str]
     """The content tokens and the finish reason, honouring max_tokens, stop and response_format; a
     JSON answer also when the prompt asks for JSON, as a model would, so frameworks that parse it
     can finish."""
+    verdict = judging.judge_reply(body)
+    if verdict is not None:
+        return [verdict], "stop"
     limit = body.get("max_tokens") or body.get("max_completion_tokens") or behaviour.output_tokens
     n = min(int(limit), behaviour.output_tokens)
     fmt = (body.get("response_format") or {}).get("type")
@@ -64,6 +68,8 @@ def answer_tokens(body: dict[str, Any], behaviour: Behaviour) -> tuple[list[str]
         words = ['{"answer": "', *[_WORDS[i % len(_WORDS)] + " " for i in range(max(n - 2, 1))], '"}']
     else:
         words = [(_WORDS[i % len(_WORDS)] + " ") for i in range(n)]
+    if behaviour.weak_on and judging.is_weak_on(_last_user_text(body), behaviour.weak_on):
+        words = [judging.WEAK_MARKER + " ", *words[1:]]
     finish = "length" if int(limit) < behaviour.output_tokens else "stop"
     stops = body.get("stop")
     stops = [stops] if isinstance(stops, str) else (stops or [])

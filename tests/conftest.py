@@ -108,7 +108,9 @@ def start_gateway(settings: Settings) -> tuple[ServerThread, RunningGateway]:
 @pytest.fixture(scope="session")
 def gateway(local_sim, cloud_sim, tmp_path_factory, monkeypatch_session) -> Iterator[RunningGateway]:
     monkeypatch_session.setenv("QROUTE_TEST_DASHSCOPE_KEY", "sk-upstream-secret-123")
-    settings = settings_from(tmp_path_factory.mktemp("cfg"), config_dict(local_sim[1].base, cloud_sim[1].base))
+    # Shared by many tests: no spill-over, or one test's injected 503s would move the next one's auto traffic.
+    settings = settings_from(tmp_path_factory.mktemp("cfg"), config_dict(local_sim[1].base, cloud_sim[1].base,
+                                                                         spill={"enabled": False}))
     monkeypatch_session.setenv("QROUTE_ADMIN_KEYS", ADMIN_KEY)
     server, running = start_gateway(settings)
     yield running

@@ -32,7 +32,8 @@ def test_admin_key_required(admin_gateway):
     assert _put(gw, {"t2": 0.5}, key="sk-wrong").status_code == 401
     r = gw.http.get("/admin/router", headers={"authorization": f"Bearer {ADMIN_KEY}"})
     assert r.status_code == 200
-    assert r.json() == {"t1": 0.6, "t2": 0.8, "scorer": "learned", "shared": "state file", "audit": []}
+    assert r.json() == {"t1": 0.6, "t2": 0.8, "scorer": "learned", "model": "bundled", "shared": "state file",
+                        "audit": []}
 
 
 def test_no_admin_key_configured_is_403(make_gateway, monkeypatch):

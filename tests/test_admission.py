@@ -50,7 +50,7 @@ def test_no_room_and_no_time_are_refused_with_a_retry_after():
         with pytest.raises(BackendOverloaded) as full:  # the one queue place is taken
             await admission.acquire()
         assert full.value.status == 503 and full.value.retry_after >= 1
-        with pytest.raises(BackendOverloaded, match="no slot within 0.1 s"):
+        with pytest.raises(BackendOverloaded, match=r"no slot within 0\.1 s"):
             await waiter
         assert admission.running == 1 and admission.waiting == 0
 
@@ -82,6 +82,22 @@ def test_unlimited_backends_never_wait():
     run(scenario())
 
 
+def test_background_work_takes_a_slot_only_with_room_to_spare():
+    async def scenario() -> None:
+        admission = Admission("local", max_concurrent=2, max_queue=4, max_wait_s=5)
+        assert admission.try_acquire(headroom=1) and admission.running == 1
+        assert not admission.try_acquire(headroom=1)  # the last slot stays for a client
+        assert admission.try_acquire() and admission.running == 2
+        waiter = asyncio.create_task(admission.acquire())
+        await asyncio.sleep(0.01)
+        admission.release(0.1)
+        await waiter
+        assert not admission.try_acquire()  # full again
+        assert Admission("x", None, 0, 1).try_acquire(headroom=5)  # no limit: always
+
+    run(scenario())
+
+
 def _slow_local(local_sim) -> dict:
     return {"provider": "hosted_vllm", "model": "Qwen/Qwen3-8B", "api_base": f"{local_sim[1].base}/v1",
             "max_concurrent": 1, "max_queue": 4, "max_queue_wait_s": 0.5,
@@ -100,10 +116,39 @@ def test_a_pinned_request_beyond_the_queue_gets_503_with_retry_after(make_gatewa
     holder.start()
     threading.Event().wait(0.3)  # the first holds the only slot
     second = gw.http.post("/v1/chat/completions", json={"model": "local", "messages": user()})
+    waiting = _metric(gw.http.get("/metrics").text, 'qroute_admission_waiting{backend="vllm-local"}')
     holder.join()
     assert results["first"].status_code == 200
     assert second.status_code == 503 and second.json()["error"]["code"] == "backend_overloaded"
     assert int(second.headers["retry-after"]) >= 1 and second.headers["x-qroute-attempts"] == "local:overloaded"
+    assert waiting == 0  # the refused one left the queue
+    text = gw.http.get("/metrics").text
+    assert _metric(text, 'qroute_admission_wait_seconds_count{backend="vllm-local"}') == 1  # the one served
+    assert _metric(text, 'qroute_requests_total{') >= 1
+    assert 'outcome="overloaded"' in text
+
+
+def _metric(text: str, prefix: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_the_queue_length_is_exported_while_requests_wait(make_gateway, local_sim):
+    gw = make_gateway(backends={"vllm-local": {**_slow_local(local_sim), "max_queue_wait_s": 5.0}},
+                      spill={"enabled": False})
+    local_sim[0].behaviour.update({"ttft_s": 0.8})
+    threads = [threading.Thread(target=gw.http.post, args=("/v1/chat/completions",),
+                                kwargs={"json": {"model": "local", "messages": user()}}) for _ in range(3)]
+    for t in threads:
+        t.start()
+    threading.Event().wait(0.4)  # one runs, two wait
+    waiting = _metric(gw.http.get("/metrics").text, 'qroute_admission_waiting{backend="vllm-local"}')
+    for t in threads:
+        t.join()
+    assert waiting == 2
+    text = gw.http.get("/metrics").text
+    assert _metric(text, 'qroute_admission_waiting{backend="vllm-local"}') == 0
+    assert _metric(text, 'qroute_admission_wait_seconds_count{backend="vllm-local"}') == 3
+    assert _metric(text, 'qroute_admission_wait_seconds_bucket{backend="vllm-local",le="0.0"}') == 1
 
 
 def test_priorities_come_from_the_key_or_a_trusted_header(make_gateway, local_sim):

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from tests.prometheus_server import (
     grafana_expr,
     rule_definitions,
 )
+from tests.redis_server import RedisServer
 
 WINDOW = "30s"  # $__rate_interval, $__interval and $__range: 30 scrapes at 1 s
 HARDWARE = {"gpu_price_cny": 60000, "amortise_years": 3, "gpus": 1, "power_watts": 400,
@@ -53,6 +55,7 @@ class Stack:
     broken: RunningGateway
     local: SimulatedUpstream
     cloud: SimulatedUpstream
+    small: RunningGateway  # its local backend takes one request at a time and queues none
 
 
 def build_index(folder: Path) -> Path:
@@ -95,7 +98,8 @@ def drive(stack: Stack) -> None:
         list(c.chat.completions.create(model="local-think", messages=user("hi"), stream=True))
         c.chat.completions.create(model="cloud", messages=user("hi"))
         list(c.chat.completions.create(model="cloud", messages=user("hi"), stream=True))
-        c.chat.completions.create(model="auto", messages=user("hi"))
+        c.chat.completions.create(model="auto", messages=user("hi"))  # shadowed on the cloud and judged
+    shadow_settled(stack)
     question = user("华东精工的主要客户有哪些？")
     c.chat.completions.create(model="local", messages=question, extra_body={"rag": True})
     list(c.chat.completions.create(model="local", messages=question, stream=True, extra_body={"rag": True}))
@@ -109,6 +113,23 @@ def drive(stack: Stack) -> None:
                                        json={"model": "local", "messages": user()}).status_code == 502
     # The other replica's local backend refuses connections: its breaker opens, the cloud answers.
     stack.broken.client.chat.completions.create(model="local", messages=user())
+    for _ in range(2):  # deterministic: a miss, then a hit in the shared (Redis) response cache
+        c.chat.completions.create(model="local", messages=user("cache me"), temperature=0)
+    # Two at once on a backend with one slot and no queue: one is served, one refused (503 overloaded).
+    with ThreadPoolExecutor(2) as pool:
+        codes = sorted(pool.map(lambda _: stack.small.http.post(
+            "/v1/chat/completions", json={"model": "local", "messages": user()}).status_code, range(2)))
+    assert codes == [200, 503]
+
+
+def shadow_settled(stack: Stack) -> None:
+    """Shadow requests (and their judge calls) run after each auto answer: let them finish before a
+    test injects upstream failures they could take instead."""
+    shadow = stack.gateway.app.state.gateway.shadow
+    deadline = time.monotonic() + 10
+    while shadow.in_flight:
+        assert time.monotonic() < deadline, "shadow requests did not finish"
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -124,23 +145,32 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         cs = exits.enter_context(ServerThread(cloud))
         timeouts = {"connect_s": 0.5, "first_token_s": 1.0, "idle_s": 1.0, "total_s": 10}
 
-        def gateway(local_base: str, **overrides: object) -> RunningGateway:
+        def gateway(local_base: str, admission: dict[str, int] | None = None, **overrides: object) -> RunningGateway:
             cfg = config_dict(ls.base, cs.base, backends={"vllm-local": {
                 "provider": "hosted_vllm", "model": "Qwen/Qwen3-8B", "api_base": f"{local_base}/v1",
-                "hardware": HARDWARE, "timeouts": timeouts}}, targets=TARGETS, **overrides)
+                "hardware": HARDWARE, "timeouts": timeouts, **(admission or {})}}, targets=TARGETS, **overrides)
             server, running = start_gateway(settings_from(folder, cfg))
             exits.callback(server.__exit__)
             exits.callback(running.close)
             return running
 
-        main = gateway(ls.base, retrieval={"index": str(build_index(folder)), "top_k": 3})
+        redis = RedisServer().start()
+        exits.callback(redis.stop)
+        main = gateway(ls.base, retrieval={"index": str(build_index(folder)), "top_k": 3},
+                       redis={"url": redis.url}, cache={"enabled": True}, admission={"max_concurrent": 4},
+                       router={"state_file": None, "shadow": {"share": 1.0, "out": str(folder / "shadow.jsonl"),
+                                                              "max_concurrent": 8}})
         broken = gateway(f"http://127.0.0.1:{free_port()}", breaker={"failure_threshold": 1, "reset_after_s": 600})
+        slow = SimulatedUpstream(Behaviour.for_flavour("vllm", ttft_s=0.5, tokens_per_s=0))
+        sl = exits.enter_context(ServerThread(slow))
+        small = gateway(sl.base, admission={"max_concurrent": 1, "max_queue": 0}, spill={"enabled": False})
         down = f"127.0.0.1:{free_port()}"  # a replica that is down: nothing listens there
-        config = scrape_config([hostport(main.base), hostport(broken.base), down], [hostport(ls.base)])
+        config = scrape_config([hostport(main.base), hostport(broken.base), hostport(small.base), down],
+                               [hostport(ls.base)])
         prom = exits.enter_context(PrometheusServer(config, RULE_FILES))
-        s = Stack(prom, main, broken, local, cloud)
+        s = Stack(prom, main, broken, local, cloud, small)
         # Counters must be seen before and after the traffic, or their rates are empty or zero.
-        prom.wait_for('count(up{job="qroute"} == 1) == 2', timeout=15)
+        prom.wait_for('count(up{job="qroute"} == 1) == 3', timeout=15)
         prom.wait_for('up{job="vllm"} == 1', timeout=15)
         # Two waves a few scrapes apart: a series a wave creates (a route's first cost, a fallback) has
         # no increase until a later scrape sees it grow.

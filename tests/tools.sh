@@ -3,11 +3,15 @@
 #   prometheus (brings promtool): tests/test_prometheus_live.py starts its own server on a free port,
 #   tests/test_observability_deploy.py runs promtool on deploy/prometheus/.
 #   redis-server: tests/test_redis.py starts its own on a free port (never the machine's 6379).
+#   the shell linter (package shellcheck): tests/test_deploy_vllm.py lints deploy/vllm/start.sh.
+#   systemd-analyze (package systemd): tests/test_deploy_systemd.py verifies deploy/systemd/*.service
+#   (`systemd-analyze verify` needs no running systemd).
 # Starts nothing. Idempotent: when everything is there it only prints versions.
 set -euo pipefail
 
 # command -> Debian package that provides it
-declare -A PACKAGES=([prometheus]=prometheus [promtool]=prometheus [redis-server]=redis-server)
+declare -A PACKAGES=([prometheus]=prometheus [promtool]=prometheus [redis-server]=redis-server
+                    [shellcheck]=shellcheck [systemd-analyze]=systemd)
 
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
@@ -39,3 +43,5 @@ fi
 redis-server --version 2>&1 | sed -n 1p
 prometheus --version 2>&1 | sed -n 1p
 promtool --version 2>&1 | sed -n 1p
+shellcheck --version 2>&1 | sed -n 2p
+systemd-analyze --version 2>&1 | sed -n 1p

@@ -25,9 +25,9 @@ from typing import Any
 # feature flags, so these dashboards stay on the classic JSON model every Grafana provisions from files.
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "Prefer using dashboardv2", DeprecationWarning)
+    from grafana_foundation_sdk.builders import bargauge, heatmap, stat, statetimeline, timeseries
     from grafana_foundation_sdk.builders import common as cb
     from grafana_foundation_sdk.builders import dashboard as db
-    from grafana_foundation_sdk.builders import heatmap, stat, statetimeline, timeseries
     from grafana_foundation_sdk.builders.prometheus import Dataquery
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
     from grafana_foundation_sdk.models import common
@@ -294,7 +294,82 @@ def cost_and_routing() -> Board:
             Threshold(value=2, color="red")]))
         .with_target(query("max by (backend) (qroute_backend_breaker_state)", "{{backend}}")),
     )
+    capacity_rows(b)
+    shared_state_rows(b)
+    learning_rows(b)
     return b
+
+
+def capacity_rows(b: Board) -> None:
+    b.row("Capacity and spill-over")
+    b.add(
+        series("Admission queue per backend", "Requests waiting for a slot of a backend with max_concurrent "
+               "(qroute_admission_waiting); beyond max_queue or max_queue_wait_s they get 503 "
+               "backend_overloaded.", [query("sum by (backend) (qroute_admission_waiting)", "{{backend}}")],
+               "short", width=8),
+        series("Admission wait p50/p95/p99", "How long requests waited for a backend slot (0 when one was "
+               "free): tune max_concurrent and max_queue_wait_s against the TTFT you promise.",
+               quantiles("qroute_admission_wait_seconds", "backend", "", "{{backend}}"), "s", width=8),
+        series("Refused at capacity and spilled (per second)", "Requests refused with 503 backend_overloaded, "
+               "and auto requests sent to the cloud instead of a saturated local backend (auto:spill).",
+               [query(f'sum by (route) (rate(qroute_requests_total{{{R}, outcome="overloaded"}}[$__rate_interval]))',
+                      "refused {{route}}"),
+                query("sum by (from_route) (rate(qroute_spilled_total[$__rate_interval]))",
+                      "spilled from {{from_route}}", "B")], "reqps", width=8),
+    )
+    b.add(
+        series("Spill-over active per backend", "1 while a local backend counts as saturated (vLLM queue, "
+               "admission wait, 429/503) and auto traffic for it goes to the cloud.",
+               [query("max by (backend) (qroute_spill_active)", "{{backend}}")], "short", width=24, height=5),
+    )
+
+
+def shared_state_rows(b: Board) -> None:
+    b.row("Shared state (Redis), cache and key limits")
+    b.add(
+        single("Redis answering", "The lowest qroute_redis_up over the replicas: 1 when every replica reaches "
+               "Redis within its bound, 0 while one goes on without it (per-process limits, no shared cache).",
+               [query("min(qroute_redis_up)", "redis up", instant=True)], "short", width=4,
+               steps=[Threshold(value=None, color="red"), Threshold(value=1, color="green")]),
+        series("Response cache hit ratio", "Hits over lookups of the exact-match response cache "
+               "(deterministic requests only).",
+               [query('sum(rate(qroute_cache_lookups_total{result="hit"}[$__rate_interval])) / '
+                      "sum(rate(qroute_cache_lookups_total[$__rate_interval]))", "hit ratio")],
+               "percentunit", width=7),
+        series("Saved by the cache (CNY per hour)", "What cached answers would have cost upstream.",
+               [query("sum(rate(qroute_cache_saved_cny_total[$__rate_interval])) * 3600", "saved")],
+               "currencyCNY", width=6),
+        series("Refused by key limits (per second)", "429s from a client key's limits, by limit: rpm, tpm, "
+               "concurrent, budget.",
+               [query("sum by (limit) (rate(qroute_rate_limited_total[$__rate_interval]))", "{{limit}}")],
+               "reqps", width=7),
+    )
+
+
+def learning_rows(b: Board) -> None:
+    b.row("Router learning (shadow labels)")
+    verdicts = "qroute_shadow_verdicts_total"
+    b.add(
+        bargauge.Panel().title("Local as good as the cloud, by score band (time range)").description(
+            "Judged shadow pairs per router score tenth: the share where local's answer was as good as the "
+            "cloud's (local or tie). Near 1 above t2: cloud calls local would answer as well (money); well "
+            "below 1 under t2: local answers the cloud would do better (quality).")
+        .datasource(DS).unit("percentunit").min(0).max(1).span(12).height(8)
+        .thresholds(db.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps([
+            Threshold(value=None, color="red"), Threshold(value=0.7, color="yellow"),
+            Threshold(value=0.9, color="green")]))
+        .with_target(query(f'sum by (band) (increase({verdicts}{{verdict=~"local|tie"}}[$__range])) / '
+                           f"sum by (band) (increase({verdicts}[$__range]))", "{{band}}", instant=True)),
+        series("Shadow requests per second by result", "sent, judged, skipped_busy (no free slot or open "
+               "breaker), skipped_budget (router.shadow.max_spend_cny_per_day), unreadable, failed.",
+               [query("sum by (result) (rate(qroute_shadow_requests_total[$__rate_interval]))", "{{result}}")],
+               "reqps", width=6),
+        series("Shadow and judge spend (CNY per hour)", "What shadow answers and judge calls cost, and judge "
+               "calls per second.",
+               [query("sum(rate(qroute_shadow_cost_cny_total[$__rate_interval])) * 3600", "spend"),
+                query("sum(rate(qroute_shadow_judge_calls_total[$__rate_interval]))", "judge calls/s", "B")],
+               "currencyCNY", width=6),
+    )
 
 
 def heatmap_axis() -> heatmap.YAxisConfig:

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.commands.route_compare import add_compare_parser
+from gateway.commands.route_labels import add_labels_parser
 from gateway.config_file import set_keys
 from gateway.settings import ConfigError, RouterConfig, load_settings
 from router.calibrate import share_above, threshold_for_share
@@ -149,6 +151,9 @@ def add_route_parser(sub: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--write", action="store_true", help="write the thresholds into --config")
     common(calibrate)
     calibrate.set_defaults(func=_guarded(cmd_calibrate))
+
+    add_compare_parser(rsub, _guarded)
+    add_labels_parser(rsub, _guarded)
 
     train = rsub.add_parser("train", help="train the complexity model on labelled outcomes")
     train.add_argument("--data", nargs="+", required=True, help='JSON lines {"id","messages","weak","strong"}')

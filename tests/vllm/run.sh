@@ -51,3 +51,13 @@ done
 curl -sf "http://127.0.0.1:$VLLM_PORT/v1/models" > /dev/null || { tail -50 "$WORK/vllm.log"; exit 1; }
 QROUTE_VLLM_GATEWAY="http://127.0.0.1:$GW_PORT" .venv/bin/python -m pytest tests/vllm -p no:cacheprovider \
   || { tail -30 "$WORK/vllm.log"; tail -30 "$WORK/gateway.log"; exit 1; }
+
+# Capacity (`qroute bench`, docs/capacity.md) against the real vLLM directly: levels 1 and 2, a few short
+# answers (ignore_eos: each exactly --max-tokens long); tests/vllm/test_capacity_vllm.py checks its JSON.
+# QROUTE_VLLM_CAPACITY_OUT keeps the JSON (and its .png) somewhere that outlives the run.
+CAPACITY_JSON=${QROUTE_VLLM_CAPACITY_OUT:-$WORK/capacity.json}
+.venv/bin/qroute bench --base-url "http://127.0.0.1:$VLLM_PORT/v1" --model Qwen/Qwen3-8B --concurrency 1,2 \
+  --requests 4 --max-tokens 16 --extra-body '{"ignore_eos": true}' --no-progress --out "$CAPACITY_JSON" \
+  || { tail -30 "$WORK/vllm.log"; exit 1; }
+QROUTE_VLLM_CAPACITY_JSON="$CAPACITY_JSON" .venv/bin/python -m pytest tests/vllm/test_capacity_vllm.py \
+  -p no:cacheprovider || exit 1
