@@ -65,21 +65,9 @@ class RouterSync:
         entry = {"time": round(time.time(), 3), "kind": "thresholds", "old": {"t1": old.t1, "t2": old.t2},
                  "new": {"t1": new.t1, "t2": new.t2}, "admin": admin_id, "replica": self.replica}
         self._audit.appendleft(entry)
-        if self.link.configured:
-            payload = orjson.dumps(entry).decode()
-
-            async def share(client: Any) -> bool:
-                async with client.pipeline(transaction=True) as pipe:
-                    pipe.hset(self._current_key, mapping={"t1": new.t1, "t2": new.t2})
-                    pipe.lpush(self._audit_key, payload)
-                    pipe.ltrim(self._audit_key, 0, AUDIT_KEEP - 1)
-                    pipe.publish(self._channel, payload)
-                    await pipe.execute()
-                return True
-
-            if not await self.link.call(share, False):
-                log.warning("router thresholds changed here but not shared: redis is not answering; "
-                            "other replicas keep theirs until it is back and this change is made again")
+        if self.link.configured and not await self._share({"t1": new.t1, "t2": new.t2}, entry):
+            log.warning("router thresholds changed here but not shared: redis is not answering; "
+                        "other replicas keep theirs until it is back and this change is made again")
         self._on_change(new)
         return new
 
@@ -88,21 +76,24 @@ class RouterSync:
         entry = {"time": round(time.time(), 3), "kind": kind, "old": old, "new": new, "admin": admin_id,
                  "replica": self.replica}
         self._audit.appendleft(entry)
-        if not self.link.configured:
-            return
+        if self.link.configured and not await self._share({"model": new}, entry):
+            log.warning("router model swapped here but not shared: redis is not answering")
+
+    async def _share(self, current: dict[str, Any], entry: dict[str, Any]) -> bool:
+        """One transaction: the current values, the audit entry, and the message every replica hears.
+        False when Redis did not take it."""
         payload = orjson.dumps(entry).decode()
 
         async def share(client: Any) -> bool:
             async with client.pipeline(transaction=True) as pipe:
-                pipe.hset(self._current_key, mapping={"model": new})
+                pipe.hset(self._current_key, mapping=current)
                 pipe.lpush(self._audit_key, payload)
                 pipe.ltrim(self._audit_key, 0, AUDIT_KEEP - 1)
                 pipe.publish(self._channel, payload)
                 await pipe.execute()
             return True
 
-        if not await self.link.call(share, False):
-            log.warning("router model swapped here but not shared: redis is not answering")
+        return await self.link.call(share, False)
 
     async def audit(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest changes, newest first: from Redis when it answers, else this process's."""

@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,12 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 
 from simulator.harness import free_port
-from tests.conftest import ADMIN_KEY
+from tests.gateway_process import gateway_process
 
 
 def redis_binary() -> str:
@@ -118,35 +115,6 @@ class RedisServer:
 @contextmanager
 def replica(tmp_path: Path, cfg: dict[str, Any], env: dict[str, str] | None = None,
             log: Path | None = None) -> Iterator[str]:
-    """A `qroute serve` process (a replica of its own) with this config; yields its base URL. Its
-    stdout and stderr go to `log` (default: replica-PORT.log in tmp_path), never to a pipe nobody
-    reads, so a chatty process cannot block on a full pipe."""
-    port = free_port()
-    path = tmp_path / f"replica-{port}.yaml"
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    log = log or tmp_path / f"replica-{port}.log"
-    environment = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    environment["QROUTE_ADMIN_KEYS"] = ADMIN_KEY
-    environment.update(env or {})
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path),
-                                 "--port", str(port)], env=environment, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.1)
+    """A `qroute serve` process (a replica of its own) with this config; yields its base URL."""
+    with gateway_process(tmp_path, cfg, env=env, log=log) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)

@@ -3,52 +3,30 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.scrape import parse
-from tests.conftest import ADMIN_KEY, CLIENT_KEY, config_dict, free_port, user
+from tests.conftest import ADMIN_KEY, CLIENT_KEY, config_dict, user
+from tests.gateway_process import gateway_process
 
 
 @contextmanager
 def serve(tmp_path: Path, local_base: str, cloud_base: str, workers: int) -> Iterator[str]:
-    port = free_port()
-    cfg = config_dict(local_base, cloud_base, state_file=str(tmp_path / f"router-state-{port}.json"))
+    cfg = config_dict(local_base, cloud_base, state_file=str(tmp_path / f"router-state-{uuid.uuid4().hex}.json"))
     cfg["server"]["log_level"] = "warning"
-    path = tmp_path / f"qroute-{port}.yaml"
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    env["QROUTE_ADMIN_KEYS"] = ADMIN_KEY
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", str(port),
-                             "--workers", str(workers)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode() if proc.stdout else ""
-            time.sleep(0.2)
+    with gateway_process(tmp_path, cfg, args=("--workers", str(workers))) as base:
         time.sleep(1.0)  # the other workers finish starting
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def _count(base: str, name: str = "qroute_requests_total", **labels: str) -> float:

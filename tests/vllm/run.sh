@@ -49,7 +49,7 @@ for i in $(seq 1 300); do
   sleep 1
 done
 curl -sf "http://127.0.0.1:$VLLM_PORT/v1/models" > /dev/null || { tail -50 "$WORK/vllm.log"; exit 1; }
-QROUTE_VLLM_GATEWAY="http://127.0.0.1:$GW_PORT" .venv/bin/python -m pytest tests/vllm -p no:cacheprovider \
+QROUTE_VLLM_URL="http://127.0.0.1:$VLLM_PORT" QROUTE_VLLM_GATEWAY="http://127.0.0.1:$GW_PORT" .venv/bin/python -m pytest tests/vllm -p no:cacheprovider \
   || { tail -30 "$WORK/vllm.log"; tail -30 "$WORK/gateway.log"; exit 1; }
 
 # Capacity (`qroute bench`, docs/capacity.md) against the real vLLM directly: levels 1 and 2, a few short
