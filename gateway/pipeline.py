@@ -96,7 +96,7 @@ class Gateway:
         self.router_sync = RouterSync(self.resolver.thresholds, self.redis, self.replica,
                                       on_change=self.metrics.thresholds_changed, on_model=self.model.follow,
                                       model_path=lambda: self.model.path)
-        self.model.connect(self.set_thresholds, self.router_sync.changed_model)
+        self.model.connect(self.router_sync)
         self.spill = SpillController(settings.spill, self._spill_states(), on_change=self.metrics.spill_changed)
         self.shadow_calls = ShadowCalls(settings, self.backends, self.costs, self._call)
         self.shadow = Shadow(settings.router.shadow, self.shadow_calls, self.redis, self.metrics.shadow_event)
@@ -139,9 +139,9 @@ class Gateway:
             states[name] = SpillState(name, self.backends[name].admission, reader)
         return states
 
-    async def set_thresholds(self, new: Thresholds, admin_id: str) -> Thresholds:
+    async def set_thresholds(self, new: Thresholds, admin_id: str) -> str:
         """Ops changed the thresholds (PUT /admin/router): persisted, shared with every replica,
-        audited, exported."""
+        audited, exported. Returns where it is shared ("here only" while Redis is not answering)."""
         return await self.router_sync.change(new, admin_id)
 
     def _spawn(self, work: Awaitable[Any]) -> None:

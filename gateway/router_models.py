@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,8 @@ def load_checked(path: str, current: Scorer) -> Loaded:
         raise ModelRefused(f"{path} scores outside [0, 1] on the smoke requests: {scores}")
     if max(scores) - min(scores) < 1e-6:
         raise ModelRefused(f"{path} scores every smoke request the same ({scores[0]:.4f}): it cannot rank")
-    return Loaded(scorer, path)
+    # Shared with replicas that may run in another directory: a relative path is made absolute here.
+    return Loaded(scorer, path if path == BUNDLED else os.path.abspath(path))
 
 
 async def load_in_thread(path: str, current: Scorer) -> Loaded:

@@ -26,6 +26,11 @@ from router.decide import Thresholds
 
 log = logging.getLogger("qroute.router")
 AUDIT_KEEP = 1000
+SEED_IF_EMPTY = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
 
 
 class RouterSync:
@@ -46,6 +51,9 @@ class RouterSync:
         self._current_key = link.key("router", "current") if link.configured else ""
         self._audit_key = link.key("router", "audit") if link.configured else ""
         self._channel = link.key("router", "changed") if link.configured else ""
+        # Held while a change is applied and shared, and while Redis's values are read and applied: a
+        # read that overtakes this replica's own write would otherwise undo it here.
+        self.lock = asyncio.Lock()
 
     async def start(self) -> None:
         await self._pull()  # bounded: a Redis that does not answer leaves the local values in force
@@ -58,26 +66,41 @@ class RouterSync:
                 await self._task
         await self._drop_pubsub()
 
-    async def change(self, new: Thresholds, admin_id: str) -> Thresholds:
-        """Persist (state file, Redis), publish, record in the audit, then apply here."""
+    async def change(self, new: Thresholds, admin_id: str) -> str:
+        """Persist (state file, Redis), publish, record in the audit, then apply here. Returns where the
+        change is shared: "redis", "state file", or "here only" (Redis is not answering)."""
         old = self.store.current
-        self.store.update(new, f"admin key {admin_id}")
         entry = {"time": round(time.time(), 3), "kind": "thresholds", "old": {"t1": old.t1, "t2": old.t2},
                  "new": {"t1": new.t1, "t2": new.t2}, "admin": admin_id, "replica": self.replica}
-        self._audit.appendleft(entry)
-        if self.link.configured and not await self._share({"t1": new.t1, "t2": new.t2}, entry):
-            log.warning("router thresholds changed here but not shared: redis is not answering; "
-                        "other replicas keep theirs until it is back and this change is made again")
-        self._on_change(new)
-        return new
+        async with self.lock:
+            return await self._record(entry, {}, new)
 
-    async def changed_model(self, old: str, new: str, admin_id: str, kind: str = "model") -> None:
-        """A model swap (or rollback) made here: shared so every replica loads the same file, and audited."""
-        entry = {"time": round(time.time(), 3), "kind": kind, "old": old, "new": new, "admin": admin_id,
-                 "replica": self.replica}
+    async def changed_model(self, old: str, new: str, admin_id: str, kind: str,
+                            thresholds: Thresholds | None) -> str:
+        """A model swap (or rollback) made here, with the thresholds for its scale when given: shared in
+        one write so no replica ever runs one model with the other's thresholds, and audited. The caller
+        holds `lock` from switching its model until this returns."""
+        entry: dict[str, Any] = {"time": round(time.time(), 3), "kind": kind, "old": old, "new": new,
+                                 "admin": admin_id, "replica": self.replica}
+        if thresholds is not None:
+            entry["thresholds"] = {"t1": thresholds.t1, "t2": thresholds.t2}
+        return await self._record(entry, {"model": new}, thresholds)
+
+    async def _record(self, entry: dict[str, Any], current: dict[str, Any], thresholds: Thresholds | None) -> str:
+        if thresholds is not None:
+            self.store.update(thresholds, f"admin key {entry['admin']}")
+            current = {**current, "t1": thresholds.t1, "t2": thresholds.t2}
         self._audit.appendleft(entry)
-        if self.link.configured and not await self._share({"model": new}, entry):
-            log.warning("router model swapped here but not shared: redis is not answering")
+        shared = "state file"
+        if self.link.configured:
+            shared = "redis"
+            if not await self._share(current, entry):
+                shared = "here only"
+                log.warning("router %s changed here but not shared: redis is not answering; other replicas keep "
+                            "theirs until it is back and this change is made again", entry["kind"])
+        if thresholds is not None:
+            self._on_change(thresholds)
+        return shared
 
     async def _share(self, current: dict[str, Any], entry: dict[str, Any]) -> bool:
         """One transaction: the current values, the audit entry, and the message every replica hears.
@@ -107,13 +130,20 @@ class RouterSync:
         return list(self._audit)[:limit]
 
     async def _pull(self) -> None:
-        """Apply Redis's current thresholds, or the state file's when another worker changed it."""
+        async with self.lock:
+            await self._pull_locked()
+
+    async def _pull_locked(self) -> None:
+        """Apply Redis's current model and thresholds (one snapshot), or the state file's thresholds
+        when another worker changed them."""
         if self.link.configured:
             async def read(client: Any) -> dict[str, str]:
                 return dict(await client.hgetall(self._current_key))
 
-            empty: dict[str, str] = {}
-            current = await self.link.call(read, empty)
+            answer: dict[str, str] | None = await self.link.call(read, None)
+            if answer == {}:  # Redis answered, and holds nothing: a new or restarted (empty) Redis
+                await self._reseed()
+            current = answer or {}
             await self._follow_model(current.get("model"))
             if "t1" in current:
                 try:
@@ -127,6 +157,20 @@ class RouterSync:
                 return
         if self.store.reload_if_changed():
             self._on_change(self.store.current)
+
+    async def _reseed(self) -> None:
+        """Write this replica's thresholds and model to an empty Redis, unless another replica did first
+        (one script: the first writer wins whole), so replicas that outlived a Redis restart, and those
+        started after it, agree again instead of each keeping its own."""
+        t = self.store.current
+        values = ["t1", str(t.t1), "t2", str(t.t2), "model", self._model_path()]
+
+        async def seed(client: Any) -> int:
+            return int(await client.eval(SEED_IF_EMPTY, 1, self._current_key, *values))
+
+        if await self.link.call(seed, 0):
+            log.warning("redis held no router settings: shared this replica's (t1 %s, t2 %s, model %s)",
+                        t.t1, t.t2, self._model_path())
 
     async def _follow_model(self, shared: str | None) -> None:
         if not shared or shared == self._model_path() or self._on_model is None or shared == self._refused_model:

@@ -137,3 +137,23 @@ def test_a_response_stored_on_one_replica_continues_on_the_other(local_sim, clou
         sent = local_sim[0].received[-1]["body"]["messages"]
         assert any("7319" in str(m.get("content")) for m in sent)  # b had a's turn from Redis
         assert httpx.get(f"{b}/v1/responses/{first['id']}", headers=CLIENT).status_code == 200
+
+
+def test_replicas_agree_again_after_redis_restarts_empty(local_sim, cloud_sim, redis, tmp_path):
+    """Redis without persistence comes back empty: the replicas that outlived it write their settings
+    back (the first wins whole), so one started afterwards takes those, not its YAML's."""
+    cfg = shared_config(local_sim, cloud_sim, redis, tmp_path)
+    with replica(tmp_path, cfg) as a, replica(tmp_path, cfg) as b:
+        assert httpx.put(f"{a}/admin/router", json={"t1": 0.55, "t2": 0.75}, headers=ADMIN).json()["shared"] == "redis"
+        redis.kill()
+        # Changed while Redis is down: applied where it was made, and the answer says so.
+        assert httpx.put(f"{b}/admin/router", json={"t2": 0.76}, headers=ADMIN).json()["shared"] == "here only"
+        assert httpx.put(f"{b}/admin/router", json={"t2": 0.75}, headers=ADMIN).status_code == 200
+        redis.start()  # same port, empty
+        deadline = time.monotonic() + 10
+        while b"t2" not in redis.command("HGETALL", "qroute:router:current"):
+            assert time.monotonic() < deadline, "no replica wrote its settings back to the empty Redis"
+            time.sleep(0.2)
+        assert b"0.75" in redis.command("HGET", "qroute:router:current", "t2")
+        with replica(tmp_path, cfg) as c:
+            assert (httpx.get(f"{c}/admin/router", headers=ADMIN).json()["t1"]) == 0.55

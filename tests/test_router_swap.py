@@ -70,6 +70,9 @@ def test_swap_with_thresholds_and_rollback_restores_both(make_gateway, admin_env
     assert (r.json()["t1"], r.json()["t2"], r.json()["model"]) == (0.97, 0.98, inverted_model)
     back = gw.http.post("/admin/router/rollback", headers=ADMIN).json()
     assert (back["t1"], back["t2"], back["model"]) == (before["t1"], before["t2"], "bundled")
+    again = gw.http.post("/admin/router/rollback", headers=ADMIN).json()  # undoes the rollback, thresholds too
+    assert (again["t1"], again["t2"], again["model"]) == (0.97, 0.98, inverted_model)
+    assert gw.http.post("/admin/router/rollback", headers=ADMIN).json()["model"] == "bundled"
     r = gw.http.put("/admin/router/model", json={"path": inverted_model, "t1": 0.9, "t2": 0.1}, headers=ADMIN)
     assert r.status_code == 400 and r.json()["error"]["param"] in ("t1", "t2")
     assert gw.http.get("/admin/router", headers=ADMIN).json()["model"] == "bundled"  # refused: nothing changed
@@ -112,3 +115,14 @@ def test_compare_prints_both_models_side_by_side(inverted_model, tmp_path):
     text = subprocess.run([sys.executable, "-m", "gateway.cli", "route", "compare", "--new", inverted_model,
                            "--data", str(data)], capture_output=True, text=True, timeout=120)
     assert "APGR" in text.stdout and "new - old APGR" in text.stdout
+
+
+def test_a_relative_model_path_is_shared_as_an_absolute_one(make_gateway, admin_env, inverted_model, monkeypatch):
+    """Replicas may run in other directories: the path shared and shown is absolute."""
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(inverted_model).parent)
+    gw = make_gateway()
+    r = gw.http.put("/admin/router/model", json={"path": Path(inverted_model).name}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == inverted_model and r.json()["audit"][0]["new"] == inverted_model

@@ -28,10 +28,13 @@ def _admin(request: Request) -> str:
     return key_id(key)  # how the change is logged and audited: never the key itself
 
 
-async def _body(gateway: Gateway) -> dict[str, Any]:
+async def _body(gateway: Gateway, shared: str | None = None) -> dict[str, Any]:
+    """The current settings; `shared` says where the change just made went ("here only": Redis did not
+    take it, so the other replicas keep theirs)."""
     t = gateway.resolver.thresholds.current
+    where = shared or ("redis" if gateway.redis.configured else "state file")
     return {"t1": t.t1, "t2": t.t2, "scorer": gateway.resolver.scorer.name, "model": gateway.model.path,
-            "shared": "redis" if gateway.redis.configured else "state file",
+            "shared": where,
             "audit": await gateway.router_sync.audit()}
 
 
@@ -67,8 +70,8 @@ async def put_router(request: Request) -> JSONResponse:
         raise InvalidRequest("The body must be JSON: {\"t1\": 0.6, \"t2\": 0.8}.", code="invalid_json") from None
     if not isinstance(patch, dict) or not patch or set(patch) - {"t1", "t2"}:
         raise InvalidRequest("Send t1 and/or t2, nothing else.", param="body")
-    await gateway.set_thresholds(_thresholds(patch, gateway.resolver.thresholds.current), who)
-    return JSONResponse(await _body(gateway))
+    shared = await gateway.set_thresholds(_thresholds(patch, gateway.resolver.thresholds.current), who)
+    return JSONResponse(await _body(gateway, shared))
 
 
 @router.put("/admin/router/model")
@@ -87,15 +90,15 @@ async def put_model(request: Request) -> JSONResponse:
         raise InvalidRequest("Send {\"path\": FILE} and optionally t1 and t2, nothing else.", param="path")
     thresholds = _thresholds(body, gateway.resolver.thresholds.current) if {"t1", "t2"} & set(body) else None
     try:
-        previous = await gateway.model.swap(body["path"], who, thresholds)
+        previous, shared = await gateway.model.swap(body["path"], who, thresholds)
     except ModelRefused as exc:
         raise InvalidRequest(str(exc), param="path", code="model_refused") from None
-    return JSONResponse({**await _body(gateway), "previous": previous})
+    return JSONResponse({**await _body(gateway, shared), "previous": previous})
 
 
 @router.post("/admin/router/rollback")
 async def rollback_model(request: Request) -> JSONResponse:
     who = _admin(request)
     gateway: Gateway = request.app.state.gateway
-    await gateway.model.rollback(who)
-    return JSONResponse(await _body(gateway))
+    _, shared = await gateway.model.rollback(who)
+    return JSONResponse(await _body(gateway, shared))

@@ -88,13 +88,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"new - old APGR: {better:+.4f} (higher routes better: the same quality for fewer cloud calls)")
     matched = result["new_thresholds"]
     print(f"the new model routes the old shares at t1 {matched['t1']:g}, t2 {matched['t2']:g} "
-          "(set them with PUT /admin/router/thresholds after the swap)")
+          "(swap with them: PUT /admin/router/model {\"path\": ..., \"t1\": ..., \"t2\": ...})")
     return 0
 
 
 def add_compare_parser(rsub: argparse._SubParsersAction, guarded: Any) -> None:
     p = rsub.add_parser("compare", help="two router models side by side on held-out labelled requests")
-    p.add_argument("--old", default=CURRENT, help="a model file, or CURRENT (the config's or the bundled one)")
+    p.add_argument("--old", default=CURRENT,
+                   help="a model file, or CURRENT (the config's or the bundled one; after a swap at run time, "
+                   "give the file GET /admin/router names as `model`)")
     p.add_argument("--new", required=True, help="a model file (e.g. from `qroute route train`)")
     p.add_argument("--data", nargs="+", required=True, help='held-out JSON lines {"messages","weak","strong"}')
     p.add_argument("--config", default=None, help="gateway YAML config (thresholds, model, dictionary)")
