@@ -95,6 +95,10 @@ class BackendConfig(Strict):
     api_key_env: str | None = None
     transport: Literal["direct", "litellm"] = "direct"
     timeouts: Timeouts = Timeouts()
+    # How a non-streaming chat request is sent: "stream" (streamed and assembled, so first_token_s and
+    # idle_s bound it and a hang mid-answer falls back) or "direct" (one call: the answer's headers bounded
+    # by total_s, its body by idle_s). "direct" keeps fields that assembling drops (logprobs, ...).
+    non_streaming: Literal["stream", "direct"] = "stream"
     max_connections: int = Field(200, ge=1)
     # A self-hosted backend's cost model; None: priced per token from `prices` by model id.
     hardware: HardwareCost | None = None
