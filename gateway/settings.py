@@ -32,6 +32,9 @@ class ServerConfig(Strict):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     replica_id: str | None = None  # how this replica signs shared changes (audit); default host:pid
+    # On SIGTERM: new connections are refused at once, requests in flight get this long to finish, then
+    # they are cancelled (their upstream requests with them) and the process exits.
+    shutdown_grace_s: float = Field(30.0, gt=0)
 
 
 class AuthConfig(Strict):
