@@ -63,6 +63,15 @@ Answer = tuple[dict[str, Any] | None, PrimedStream | None]  # a whole result, or
 pause = asyncio.sleep  # between attempts, only when fallback.delay_ms asks for it
 
 
+# What reading an answer of the wrong shape raises (pydantic's ValidationError is a ValueError).
+UNREADABLE = (ValueError, TypeError, AttributeError, KeyError)
+
+
+def unreadable(backend: str, exc: Exception) -> UpstreamError:
+    """An answer that is JSON but not an OpenAI answer: the upstream's fault, so it falls back and counts."""
+    return UpstreamError(f"{backend} sent an answer the gateway cannot read ({type(exc).__name__})", backend=backend)
+
+
 def _nothing() -> None:
     return None
 
@@ -403,10 +412,16 @@ class Gateway:
                         await assemble(idle_bounded(aiter(primed), timeouts.idle_s, adapter.backend))), None
             except TimeoutError:
                 raise UpstreamTimeout(f"{adapter.backend} timed out", backend=adapter.backend) from None
+            except UNREADABLE as exc:
+                raise unreadable(adapter.backend, exc) from None
             finally:
                 await primed.aclose()
         body = adapter.build_body(data, thinking, stream=False)
-        return normalize_completion(await upstream.complete(body, request_id)), None
+        answer = await upstream.complete(body, request_id)
+        try:
+            return normalize_completion(answer), None
+        except UNREADABLE as exc:
+            raise unreadable(adapter.backend, exc) from None
 
     # --- accounting ---------------------------------------------------------------------------
     def _leave(self, backend: Backend, occupancy: Occupancy) -> tuple[float, float]:

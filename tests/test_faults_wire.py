@@ -141,3 +141,20 @@ def test_a_wrong_served_model_name_is_an_operator_error_and_falls_back(make_gate
     assert value(samples, "qroute_upstream_misconfigured_total", backend="vllm-local", status="404") == 1
     assert value(samples, "qroute_upstream_failures_total", backend="vllm-local", blame="config",
                  charged="true") == 1
+
+
+@pytest.mark.parametrize("non_streaming", ["stream", "direct"])
+def test_an_answer_of_the_wrong_shape_falls_back(make_gateway, non_streaming):
+    """JSON, but not an OpenAI answer: the upstream's fault, not a 500 from the gateway."""
+    async def odd(request: web.Request, body: dict) -> web.StreamResponse:
+        if body.get("stream"):
+            return await send_frames(request, [b'data: {"choices": "oops"}\n\n', b"data: [DONE]\n\n"])
+        return await send_json(request, {"choices": "oops"})
+
+    with FakeUpstream(odd) as up:
+        backends = local_backend(up.base)
+        backends["vllm-local"]["non_streaming"] = non_streaming
+        gw = make_gateway(backends=backends)
+        r = gw.http.post(CHAT, json={"model": "local", "messages": user()})
+        assert r.status_code == 200 and r.headers["x-qroute-attempts"] == "local:502,cloud:ok"
+        assert readyz(gw)["upstreams"]["vllm-local"]["consecutive_failures"] == 1
