@@ -9,7 +9,6 @@ work and cancels the work, and with it the upstream request, at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -29,19 +28,25 @@ async def _disconnected(receive: Any) -> None:
 
 
 async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
-    """The result of `work`; ClientGone (499, outcome `cancelled`) once it is cancelled because the client left."""
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(_disconnected(request.receive))
+    """The result of `work`, awaited in this task (no hop: a stream starts as soon as it is primed);
+    ClientGone (499, outcome `cancelled`) once the client has left and the work has been cancelled."""
+    current = asyncio.current_task()
+    assert current is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        await _disconnected(request.receive)
+        left = True
+        current.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not left:
+            raise  # cancelled from outside (shutdown): not ours to turn into an answer
+        current.uncancel()
+        raise ClientGone("The client closed the connection before the answer was ready.") from None
     finally:
-        watch.cancel()
-        if not task.done():
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch
-    if task.cancelled() or (not task.done()):
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise ClientGone("The client closed the connection before the answer was ready.")
-    return task.result()
+        watcher.cancel()  # not awaited: it ends on its own, and the answer starts without a hop
