@@ -176,3 +176,18 @@ def test_a_5xx_whose_body_says_the_request_was_invalid_is_a_400_not_a_fallback(m
         assert r.headers["x-qroute-attempts"] == "local:500"
         assert cloud_sim[0].stats["requests"] == 0
         assert readyz(gw)["upstreams"]["vllm-local"]["breaker"] == "closed"
+
+
+@pytest.mark.parametrize(("status", "error", "blame"), [
+    (400, None, "request"), (413, None, "request"), (422, None, "request"),
+    (401, None, "config"), (403, None, "config"), (404, None, "config"),
+    (408, None, "upstream"), (429, None, "upstream"), (502, None, "upstream"), (503, None, "upstream"),
+    (504, None, "upstream"), (500, None, "unsure"), (500, {"type": "InternalServerError", "code": 500}, "unsure"),
+    (500, {"type": "BadRequestError", "code": 400}, "request"),
+    (500, {"type": "internal_error", "code": "invalid_parameter_error"}, "request"),
+    (500, {"message": "invalid JSON somewhere", "type": "internal_error"}, "unsure"),  # free text is not read
+])
+def test_the_blame_rule(status, error, blame):
+    from gateway.upstreams.blame import blame_for
+
+    assert blame_for(status, error).value == blame

@@ -158,3 +158,14 @@ def test_an_answer_of_the_wrong_shape_falls_back(make_gateway, non_streaming):
         r = gw.http.post(CHAT, json={"model": "local", "messages": user()})
         assert r.status_code == 200 and r.headers["x-qroute-attempts"] == "local:502,cloud:ok"
         assert readyz(gw)["upstreams"]["vllm-local"]["consecutive_failures"] == 1
+
+
+def test_scrub_removes_keys_in_the_shapes_upstreams_echo_them():
+    from gateway.upstreams.scrub import scrub
+
+    text = scrub("Incorrect API key provided: Bearer sk-abc123def456. key=sk-abc****f456, api_key: q1w2e3r4 "
+                 "and the configured one: my-own-upstream-key", ["my-own-upstream-key"])
+    for secret in ("sk-abc123def456", "sk-abc****f456", "q1w2e3r4", "my-own-upstream-key"):
+        assert secret not in text
+    assert text.startswith("Incorrect API key provided: Bearer [redacted]")
+    assert len(scrub("x" * 5000)) <= 503
