@@ -13,7 +13,7 @@ import orjson
 from gateway.backends import Backend
 from gateway.context import RequestState
 from gateway.cost import TokenUsage
-from gateway.errors import GatewayError
+from gateway.errors import Blame, GatewayError
 from gateway.upstreams.load import Occupancy
 from textkit.tokens import approx_tokens
 
@@ -60,8 +60,8 @@ class StreamAccount:
             state.last_token_s = state.elapsed()
             prompt = round(approx_tokens(self.prompt()))
             self.price(state, self.backend, self.occupancy, TokenUsage(prompt, tokens_seen, estimated=True))
-        if error is not None:
-            self.backend.breaker.record_failure()
+        if error is not None and getattr(error, "blame", None) is not Blame.REQUEST:
+            self.backend.breaker.record_failure()  # a stream the upstream broke; not one it refused mid-way
         self.ended = (tokens_seen, error, disconnected)
 
     def account(self) -> None:

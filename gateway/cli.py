@@ -41,7 +41,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     options: dict[str, Any] = {
         "host": host, "port": port, "log_level": settings.server.log_level, "loop": "uvloop", "http": "httptools",
-        "access_log": settings.server.log_level == "debug", "timeout_keep_alive": 30}
+        "access_log": settings.server.log_level == "debug", "timeout_keep_alive": 30,
+        "timeout_graceful_shutdown": settings.server.shutdown_grace_s}
     if args.workers <= 1:
         uvicorn.run(app, **options)
         return 0

@@ -8,14 +8,19 @@
     ├── RateLimited           429 rate_limit_exceeded (a key over its limits; Retry-After)
     ├── RetrievalFailed       500 retrieval_error (the search itself failed)
     │   └── RetrievalUnavailable 503 retrieval_unavailable (embedding or rerank endpoint down)
+    ├── ClientGone            499 client_closed_request (the client left before its answer; never sent)
     └── UpstreamError         upstream's status for client errors, else 502/503/504
         ├── UpstreamTimeout   504 (connect, first token, idle or total timeout)
         └── UpstreamUnavailable 503 (connection refused, breaker open)
+
+Every UpstreamError carries its `blame` (gateway/upstreams/blame.py), which decides fallback and
+whether the backend's breaker is charged.
 """
 
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -117,8 +122,26 @@ class RetrievalUnavailable(RetrievalFailed):
     code = "retrieval_unavailable"
 
 
+class ClientGone(GatewayError):
+    """The client disconnected while its answer was being made: the upstream request was cancelled."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+    outcome = "cancelled"
+
+
+class Blame(StrEnum):
+    """Whose fault an upstream failure is (the rule: gateway/upstreams/blame.py)."""
+
+    REQUEST = "request"  # the request itself: returned to the client, not retried, breaker not charged
+    CONFIG = "config"  # the gateway's own configuration (upstream key, model name): 502, fall back, charged
+    UPSTREAM = "upstream"  # the upstream's health: fall back, charged
+    UNSURE = "unsure"  # a 5xx from a live upstream: fall back, charged only if another route answers
+
+
 class UpstreamError(GatewayError):
-    """A backend failed. `retryable` says whether another route may succeed."""
+    """A backend failed. `retryable` says whether another route may succeed; `blame` whose fault it was."""
 
     status = 502
     type = "upstream_error"
@@ -127,10 +150,11 @@ class UpstreamError(GatewayError):
 
     def __init__(self, message: str, *, backend: str, status: int | None = None, retryable: bool = True,
                  param: str | None = None, code: str | None = None, upstream_status: int | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, blame: Blame = Blame.UPSTREAM) -> None:
         super().__init__(message, param=param, code=code, status=status)
         self.backend = backend
         self.retryable = retryable
+        self.blame = blame
         self.upstream_status = upstream_status  # what the upstream itself answered, when it answered
         self.retry_after = retry_after
         if self.status == 429:

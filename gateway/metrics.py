@@ -68,6 +68,9 @@ class Recorder(Protocol):
     def cache_lookup(self, result: str) -> None: ...
     def cache_saved(self, cny: float) -> None: ...
     def rate_limited(self, limit: str) -> None: ...
+    def upstream_failed(self, backend: str, blame: str, charged: bool) -> None: ...
+    def upstream_misconfigured(self, backend: str, status: int) -> None: ...
+    def pool_full(self, backend: str) -> None: ...
     def render(self) -> tuple[bytes, str]: ...
     def process_exiting(self) -> None: ...
 
@@ -119,6 +122,15 @@ class NoMetrics:
         return None
 
     def rate_limited(self, limit: str) -> None:
+        return None
+
+    def upstream_failed(self, backend: str, blame: str, charged: bool) -> None:
+        return None
+
+    def upstream_misconfigured(self, backend: str, status: int) -> None:
+        return None
+
+    def pool_full(self, backend: str) -> None:
         return None
 
     def render(self) -> tuple[bytes, str]:
@@ -229,6 +241,15 @@ class Metrics:
         self.limited = Counter(
             "qroute_rate_limited", "Requests refused by a client key's limits, by limit: rpm, tpm, concurrent, "
             "budget.", ["limit"], registry=r)
+        self.upstream_failures = Counter(
+            "qroute_upstream_failures", "Failed upstream attempts by whose fault (request, config, upstream, "
+            "unsure) and whether the backend's breaker was charged.", ["backend", "blame", "charged"], registry=r)
+        self.misconfigured = Counter(
+            "qroute_upstream_misconfigured", "Upstream 401/403/404 answers: the gateway's own configuration is "
+            "wrong (key, model, api_base).", ["backend", "status"], registry=r)
+        self.pool_exhausted = Counter(
+            "qroute_upstream_pool_full", "Requests sent while every pooled connection of the backend was busy "
+            "(they wait for one).", ["backend"], registry=r)
         self._providers = {name: PROVIDER_NAMES.get(cfg.provider, cfg.provider) for name, cfg in
                            settings.backends.items()}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -262,6 +283,8 @@ class Metrics:
                     self.spill_active.labels(name).set(0)
         for limit in ("rpm", "tpm", "concurrent", "budget"):
             self.limited.labels(limit)
+        for name in settings.backends:
+            self.pool_exhausted.labels(name)
 
     def _set_targets(self, targets: TargetsConfig) -> None:
         for name, value in (("daily_spend_cny", targets.daily_spend_cny), ("cloud_share", targets.cloud_share),
@@ -397,6 +420,15 @@ class Metrics:
 
     def rate_limited(self, limit: str) -> None:
         self._child(self.limited, limit).inc()
+
+    def upstream_failed(self, backend: str, blame: str, charged: bool) -> None:
+        self._child(self.upstream_failures, backend, blame, "true" if charged else "false").inc()
+
+    def upstream_misconfigured(self, backend: str, status: int) -> None:
+        self._child(self.misconfigured, backend, str(status)).inc()
+
+    def pool_full(self, backend: str) -> None:
+        self._child(self.pool_exhausted, backend).inc()
 
     def process_exiting(self) -> None:
         """A worker that stops takes its live gauges (in flight, breaker) out of the sums."""

@@ -29,6 +29,7 @@ from gateway.cache import CachedAnswer, ResponseCache, cache_key, policy_for
 from gateway.context import Attempt, RequestState, Served
 from gateway.cost import CostModel, TokenUsage
 from gateway.errors import (
+    Blame,
     GatewayError,
     RateLimited,
     UpstreamError,
@@ -48,7 +49,7 @@ from gateway.shadow import Job, Shadow
 from gateway.shadow_calls import ShadowCalls
 from gateway.spill import SpillController, SpillState, VllmQueueReader
 from gateway.streaming import client_events
-from gateway.upstreams.base import PrimedStream, prime
+from gateway.upstreams.base import PrimedStream, idle_bounded, prime
 from gateway.upstreams.load import Occupancy
 from gateway.upstreams.replicas import ReplicaSet
 from gateway.upstreams.thinking import needs_streamed_upstream, normalize_completion, requested_thinking
@@ -60,6 +61,15 @@ log = logging.getLogger("qroute.pipeline")
 COMPLETIONS_PATH = "/completions"
 Answer = tuple[dict[str, Any] | None, PrimedStream | None]  # a whole result, or a stream primed at its first token
 pause = asyncio.sleep  # between attempts, only when fallback.delay_ms asks for it
+
+
+# What reading an answer of the wrong shape raises (pydantic's ValidationError is a ValueError).
+UNREADABLE = (ValueError, TypeError, AttributeError, KeyError)
+
+
+def unreadable(backend: str, exc: Exception) -> UpstreamError:
+    """An answer that is JSON but not an OpenAI answer: the upstream's fault, so it falls back and counts."""
+    return UpstreamError(f"{backend} sent an answer the gateway cannot read ({type(exc).__name__})", backend=backend)
 
 
 def _nothing() -> None:
@@ -279,46 +289,33 @@ class Gateway:
 
     async def _serve(self, state: RequestState, needs: Needs, call: Callable[[Backend, Route], Awaitable[Answer]],
                      include_usage: bool, prompt: Callable[[], str]) -> ChatOutcome:
-        """Try the decided route, then its fallbacks: the first answer (or primed stream) wins."""
+        """Try the decided route, then its fallbacks: the first answer (or primed stream) wins.
+
+        Every attempt gives its breaker pass back however it ends (answer, any exception, cancellation),
+        so a half-open trial never stays in flight. Who is charged follows the blame rule
+        (gateway/upstreams/blame.py); `unsure` holds 5xx answers not yet charged or forgiven."""
         assert state.decision is not None
         last_error: UpstreamError | None = None
+        unsure: list[Backend] = []
         for route in self._route_order(state.decision.route, needs):
             backend = self.backends[self.settings.routes[route].backend]
-            if not backend.breaker.allow():
+            granted = backend.breaker.enter()
+            if granted is None:
                 state.attempts.append(Attempt(route, "circuit_open"))
                 continue
-            if last_error is not None and self.settings.fallback.delay_ms:
-                await pause(self.settings.fallback.delay_ms / 1000)
             try:
-                waited = await backend.admission.acquire(state.priority)
-            except BackendOverloaded:
-                state.attempts.append(Attempt(route, "overloaded"))
-                raise
-            if backend.admission.max_concurrent is not None:
-                self.metrics.admission_waited(backend.name, waited)
-            occupancy = backend.load.enter()
-            self.metrics.backend_entered(backend.name)
-            started = time.perf_counter()
-            try:
-                result, frames = await call(backend, route)
+                result, frames, occupancy = await self._attempt(state, backend, route, call, last_error is not None)
             except UpstreamError as exc:
-                state.upstream_s += time.perf_counter() - started
-                self._leave(backend, occupancy)
-                state.attempts.append(Attempt(route, exc.attempt_result))
-                if exc.upstream_status in (429, 503):
-                    self.spill.refused(backend.name)
-                if not exc.retryable:
-                    backend.breaker.record_success()  # it answered; the request itself is at fault
+                if not self._failed(state, backend, route, exc, unsure):
                     raise
-                backend.breaker.record_failure()
                 last_error = exc
                 log.warning("route %s failed before its first token: %s", route, exc.message)
                 continue
-            except BaseException:
-                self._leave(backend, occupancy)
-                raise
-            state.upstream_s += time.perf_counter() - started
+            finally:
+                backend.breaker.end(granted)
+            self._settle(unsure, charge=True)  # another route answered: the request was servable
             backend.breaker.record_success()
+            backend.config_error = None
             state.attempts.append(Attempt(route, "ok"))
             state.served = Served(route, backend.name, backend.upstream.adapter.model)
             state.overhead_s = state.elapsed() - state.upstream_s
@@ -330,7 +327,69 @@ class Gateway:
             state.first_token_s = state.elapsed()
             end = StreamAccount(self._price, self.finish, state, backend, occupancy, prompt)
             return ChatOutcome(frames=client_events(frames, include_usage, end), account=end.account)
+        self._settle(unsure, charge=True)  # no other route answered it or failed it the same way
         raise self._exhausted(state, last_error)
+
+    async def _attempt(self, state: RequestState, backend: Backend, route: Route,
+                       call: Callable[[Backend, Route], Awaitable[Answer]],
+                       after_failure: bool) -> tuple[dict[str, Any] | None, PrimedStream | None, Occupancy]:
+        """One route: admission, then the call, the backend's load kept whatever happens."""
+        if after_failure and self.settings.fallback.delay_ms:
+            await pause(self.settings.fallback.delay_ms / 1000)
+        try:
+            waited = await backend.admission.acquire(state.priority)
+        except BackendOverloaded:
+            state.attempts.append(Attempt(route, "overloaded"))
+            raise
+        if backend.admission.max_concurrent is not None:
+            self.metrics.admission_waited(backend.name, waited)
+        if backend.pool_full:
+            self.metrics.pool_full(backend.name)
+        occupancy = backend.load.enter()
+        self.metrics.backend_entered(backend.name)
+        started = time.perf_counter()
+        try:
+            result, frames = await call(backend, route)
+        except BaseException:
+            state.upstream_s += time.perf_counter() - started
+            self._leave(backend, occupancy)
+            raise
+        state.upstream_s += time.perf_counter() - started
+        return result, frames, occupancy
+
+    def _failed(self, state: RequestState, backend: Backend, route: Route, exc: UpstreamError,
+                unsure: list[Backend]) -> bool:
+        """Account one failed attempt by its blame; True when the next route should be tried."""
+        state.attempts.append(Attempt(route, exc.attempt_result))
+        if exc.upstream_status in (429, 503):
+            self.spill.refused(backend.name)
+        if exc.blame is Blame.REQUEST or not exc.retryable:
+            backend.breaker.record_success()  # it answered; the request itself is at fault
+            self.metrics.upstream_failed(backend.name, exc.blame.value, False)
+            self._settle(unsure, charge=False)  # ... and most likely was at the route before too
+            return False
+        if exc.blame is Blame.UNSURE:
+            if unsure:  # a second route failed the same request with a 5xx: the request is the common factor
+                self.metrics.upstream_failed(backend.name, exc.blame.value, False)
+                self._settle(unsure, charge=False)
+            else:
+                unsure.append(backend)
+            return True
+        if exc.blame is Blame.CONFIG:
+            backend.config_error = exc.message
+            self.metrics.upstream_misconfigured(backend.name, exc.upstream_status or 0)
+            log.error("backend %s is misconfigured: %s", backend.name, exc.message)
+        backend.breaker.record_failure()
+        self.metrics.upstream_failed(backend.name, exc.blame.value, True)
+        return True
+
+    def _settle(self, unsure: list[Backend], charge: bool) -> None:
+        """Charge (or forgive) the 5xx answers held back while the request's fate was unknown."""
+        for backend in unsure:
+            if charge:
+                backend.breaker.record_failure()
+            self.metrics.upstream_failed(backend.name, Blame.UNSURE.value, charge)
+        unsure.clear()
 
     async def _call(self, backend: Backend, request: ChatCompletionRequest, data: dict[str, Any],
                     thinking: bool, state: RequestState) -> Answer:
@@ -341,18 +400,28 @@ class Gateway:
         if request.stream:
             body = adapter.build_body(data, thinking, stream=True)
             return None, await prime(upstream, body, timeouts.first_token_s, request_id)
-        if needs_streamed_upstream(adapter.provider, thinking, client_streams=False):
+        if needs_streamed_upstream(adapter.provider, thinking, client_streams=False) or (
+                backend.non_streaming == "stream" and not data.get("logprobs")):
+            # Streamed and assembled: first_token_s and idle_s bound it, as they bound a stream, and a
+            # hang mid-answer falls back (nothing has reached the client yet).
             body = adapter.build_body(data, thinking, stream=True)
             primed = await prime(upstream, body, timeouts.first_token_s, request_id)
             try:
                 async with asyncio.timeout(timeouts.total_s):
-                    return normalize_completion(await assemble(primed)), None
+                    return normalize_completion(
+                        await assemble(idle_bounded(aiter(primed), timeouts.idle_s, adapter.backend))), None
             except TimeoutError:
                 raise UpstreamTimeout(f"{adapter.backend} timed out", backend=adapter.backend) from None
+            except UNREADABLE as exc:
+                raise unreadable(adapter.backend, exc) from None
             finally:
                 await primed.aclose()
         body = adapter.build_body(data, thinking, stream=False)
-        return normalize_completion(await upstream.complete(body, request_id)), None
+        answer = await upstream.complete(body, request_id)
+        try:
+            return normalize_completion(answer), None
+        except UNREADABLE as exc:
+            raise unreadable(adapter.backend, exc) from None
 
     # --- accounting ---------------------------------------------------------------------------
     def _leave(self, backend: Backend, occupancy: Occupancy) -> tuple[float, float]:
@@ -404,7 +473,8 @@ class Gateway:
             return UpstreamError(message, backend=last.backend, status=429,
                                  retry_after=last.retry_after if last.retry_after is not None else max(probe_in, 1.0))
         kind = type(last) if isinstance(last, (UpstreamTimeout, UpstreamUnavailable)) else UpstreamError
-        return kind(message, backend=last.backend, retry_after=probe_in or None)
+        own = last.code if last.blame is Blame.CONFIG else None  # upstream_misconfigured: the operator's to fix
+        return kind(message, backend=last.backend, retry_after=probe_in or None, code=own, blame=last.blame)
 
     async def readiness(self) -> dict[str, Any]:
         names = list(self.backends)
@@ -416,7 +486,11 @@ class Gateway:
                 "reachable": ok, "breaker": backend.breaker.state.value,
                 "consecutive_failures": backend.breaker.consecutive_failures, "in_flight": backend.load.in_flight,
                 "model": backend.upstream.adapter.model, "api_base": backend.upstream.adapter.api_base,
+                "accepting": backend.accepting, "trial_in_flight": backend.breaker.trial_in_flight,
+                "pool_full": backend.pool_full,
             }
+            if backend.config_error is not None:
+                info["config_error"] = backend.config_error
             if backend.admission.max_concurrent is not None:
                 info["admission"] = backend.admission.describe()
             if isinstance(backend.upstream, ReplicaSet):

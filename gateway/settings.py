@@ -32,6 +32,9 @@ class ServerConfig(Strict):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     replica_id: str | None = None  # how this replica signs shared changes (audit); default host:pid
+    # On SIGTERM: new connections are refused at once, requests in flight get this long to finish, then
+    # they are cancelled (their upstream requests with them) and the process exits.
+    shutdown_grace_s: float = Field(30.0, gt=0)
 
 
 class AuthConfig(Strict):
@@ -95,6 +98,10 @@ class BackendConfig(Strict):
     api_key_env: str | None = None
     transport: Literal["direct", "litellm"] = "direct"
     timeouts: Timeouts = Timeouts()
+    # How a non-streaming chat request is sent: "stream" (streamed and assembled, so first_token_s and
+    # idle_s bound it and a hang mid-answer falls back) or "direct" (one call: the answer's headers bounded
+    # by total_s, its body by idle_s). "direct" keeps fields that assembling drops (logprobs, ...).
+    non_streaming: Literal["stream", "direct"] = "stream"
     max_connections: int = Field(200, ge=1)
     # A self-hosted backend's cost model; None: priced per token from `prices` by model id.
     hardware: HardwareCost | None = None

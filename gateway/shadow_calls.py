@@ -37,7 +37,8 @@ class ShadowCalls:
         backend = self.backends[self.settings.routes[route].backend]
         if not backend.admission.try_acquire(headroom=1):
             raise ShadowSkipped(f"{backend.name} has no free slot")
-        if not backend.breaker.allow():
+        granted = backend.breaker.enter()
+        if granted is None:
             backend.admission.release(0.0)
             raise ShadowSkipped(f"{backend.name}'s breaker is open")
         occupancy = backend.load.enter()
@@ -51,6 +52,8 @@ class ShadowCalls:
             backend.admission.release(0.0)
             backend.load.leave(occupancy)
             raise
+        finally:
+            backend.breaker.end(granted)  # a shadow call charges no breaker, but never holds its trial
         busy_s, concurrency = backend.load.leave(occupancy)
         backend.admission.release(busy_s)
         assert result is not None

@@ -64,10 +64,20 @@ async def client_events(primed: PrimedStream, include_usage: bool, end: StreamEn
         log.warning("stream from %s broke: %s", exc.backend, exc.message)
         finished = True
         yield sse_error(exc)
+    except Exception:  # anything else (a chunk the gateway could not rewrite): still an error event and [DONE]
+        log.exception("stream of %s failed in the gateway", end_name(end))
+        error = UpstreamError("the upstream's stream could not be relayed", backend=end_name(end))
+        finished = True
+        yield sse_error(error)
     finally:
         # About one token per chunk; the role and finish chunks are not tokens.
         end.done(max(payloads - 2, 0), error, not finished)
         await primed.aclose()
+
+
+def end_name(end: StreamEnd) -> str:
+    backend = getattr(end, "backend", None)
+    return str(getattr(backend, "name", "upstream"))
 
 
 class SSEResponse(Response):

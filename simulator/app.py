@@ -217,7 +217,7 @@ class SimulatedUpstream:
         if not b.serves(model):
             await self._error(send, 404, f"The model `{model}` does not exist.", param="model")
             return
-        if b.should_fail():
+        if b.should_fail(raw):
             self.stats["errors"] += 1
             record["outcome"] = "error"
             retry_after = b.retry_after_s if b.error_status == 429 and b.retry_after_s > 0 else None
@@ -253,7 +253,7 @@ class SimulatedUpstream:
         if not b.serves(body.get("model", "")):
             await self._error(send, 404, f"The model `{body.get('model')}` does not exist.", param="model")
             return
-        if b.should_fail():
+        if b.should_fail(raw):
             self.stats["errors"] += 1
             await self._error(send, b.error_status, f"simulated upstream failure ({b.error_status})")
             return

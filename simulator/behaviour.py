@@ -30,6 +30,9 @@ class Behaviour:
     error_rate: float = 0.0  # share of requests answered with error_status
     error_status: int = 500
     fail_next: int = 0  # the next N requests fail with error_status (deterministic, for tests)
+    # A poison request: every request whose body contains this text fails with error_status, however
+    # healthy the server is otherwise ("": none). What one client's bad request does to an upstream.
+    fail_on: str = ""
     retry_after_s: float = 1.0  # Retry-After sent with a 429, as real rate limiters do; 0: none
     cut_after_tokens: int = -1  # >= 0: drop the connection mid-stream after N tokens
     hang_after_tokens: int = -1  # >= 0: stop sending (keep the connection open) after N tokens
@@ -66,7 +69,9 @@ class Behaviour:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def should_fail(self) -> bool:
+    def should_fail(self, raw: bytes = b"") -> bool:
+        if self.fail_on and self.fail_on.encode() in raw:
+            return True
         if self.fail_next > 0:
             self.fail_next -= 1
             return True

@@ -123,8 +123,10 @@ def test_every_route_rate_limited_is_429_with_retry_after(gateway, local_sim, cl
 
 def test_open_breakers_give_503_with_retry_after(make_gateway, local_sim, cloud_sim):
     gw = make_gateway(breaker={"failure_threshold": 1, "reset_after_s": 30})
-    local_sim[0].behaviour.update({"fail_next": 1})
-    cloud_sim[0].behaviour.update({"fail_next": 1})
+    # 503s: overload says something about each upstream. (Two plain 500s for one request open nothing:
+    # the request is the common factor, tests/test_faults_breaker.py.)
+    local_sim[0].behaviour.update({"fail_next": 1, "error_status": 503})
+    cloud_sim[0].behaviour.update({"fail_next": 1, "error_status": 503})
     assert gw.http.post("/v1/chat/completions", json={"model": "local", "messages": user()}).status_code == 502
     r = gw.http.post("/v1/chat/completions", json={"model": "local", "messages": user()})
     assert r.status_code == 503 and r.json()["error"]["code"] == "upstream_unavailable"

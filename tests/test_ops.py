@@ -30,6 +30,7 @@ def test_readyz_reports_each_upstream(make_gateway, local_sim, cloud_sim):
     assert body["upstreams"]["vllm-local"] == {
         "reachable": True, "breaker": "closed", "consecutive_failures": 0, "in_flight": 0,
         "model": "Qwen/Qwen3-8B", "api_base": f"{local_sim[1].base}/v1",
+        "accepting": True, "trial_in_flight": False, "pool_full": False,
     }
     assert body["upstreams"]["dashscope"]["api_base"] == f"{cloud_sim[1].base}/v1"
     assert "api_key" not in r.text

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from gateway.api.body import parse_chat_request, read_body
 from gateway.auth import check_key
 from gateway.context import headers_for, request_state
+from gateway.disconnect import unless_client_leaves
 from gateway.streaming import JSONAnswer, SSEResponse
 
 router = APIRouter()
@@ -21,7 +22,7 @@ async def chat_completions(request: Request) -> Response:
     gateway = request.app.state.gateway
     check_key(request, request.app.state.client_keys)
     chat, data = parse_chat_request(await read_body(request, gateway.settings.server.max_body_bytes))
-    outcome = await gateway.handle_chat(chat, data, state)
+    outcome = await unless_client_leaves(request, gateway.handle_chat(chat, data, state))
     headers = headers_for(state, outcome)
     if outcome.frames is not None:
         return SSEResponse(outcome.frames, headers, after=outcome.account)

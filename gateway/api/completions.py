@@ -10,6 +10,7 @@ from starlette.responses import Response
 from gateway.api.body import parse_completion_request, read_body
 from gateway.auth import check_key
 from gateway.context import headers_for, request_state
+from gateway.disconnect import unless_client_leaves
 from gateway.streaming import JSONAnswer, SSEResponse
 
 router = APIRouter()
@@ -22,7 +23,7 @@ async def completions(request: Request) -> Response:
     gateway = request.app.state.gateway
     check_key(request, request.app.state.client_keys)
     completion, data = parse_completion_request(await read_body(request, gateway.settings.server.max_body_bytes))
-    outcome = await gateway.handle_completion(completion, data, state)
+    outcome = await unless_client_leaves(request, gateway.handle_completion(completion, data, state))
     headers = headers_for(state, outcome)
     if outcome.frames is not None:
         return SSEResponse(outcome.frames, headers, after=outcome.account)

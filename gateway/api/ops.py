@@ -45,9 +45,11 @@ async def healthz() -> JSONResponse:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when at least one backend is reachable with its breaker not open."""
+    """Ready when at least one backend is reachable and would take a request now: its breaker lets one
+    through (not open, no half-open trial out), no configuration error seen since it last answered, and
+    a free connection in its pool."""
     upstreams = await request.app.state.gateway.readiness()
-    ready = any(u["reachable"] and u["breaker"] != "open" for u in upstreams.values())
+    ready = any(u["reachable"] and u["accepting"] for u in upstreams.values())
     return JSONResponse({"ready": ready, "upstreams": upstreams}, status_code=200 if ready else 503)
 
 

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from gateway.api.body import json_object, read_body
 from gateway.auth import check_key
 from gateway.context import headers_for, request_state
+from gateway.disconnect import unless_client_leaves
 from gateway.responses.events import Keep, response_events
 from gateway.responses.protocol import parse_request
 from gateway.responses.store import (
@@ -70,7 +71,7 @@ async def create_response(request: Request) -> Response:
     previous = parsed.request.previous_response_id
     history = await load_owned(store, previous, owner, previous=True) if previous else None
     call = to_chat(parsed, history)
-    outcome = await gateway.handle_chat(call.chat, call.data, state)
+    outcome = await unless_client_leaves(request, gateway.handle_chat(call.chat, call.data, state))
     if state.served is not None:
         call.draft.model = state.served.model
     headers = headers_for(state, outcome)

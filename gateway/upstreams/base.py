@@ -64,6 +64,8 @@ def carries_token(payload: bytes) -> bool:
         return True
     for choice in choices:
         delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise TypeError("delta is not an object")
         if choice.get("finish_reason") or choice.get("text") or delta.get("tool_calls") or any(
             delta.get(k) for k in ("content", "reasoning_content", "reasoning")
         ):
@@ -85,6 +87,10 @@ async def prime(upstream: Upstream, body: dict[str, Any], first_token_s: float,
     except StopAsyncIteration:
         raise UpstreamError("upstream stream ended before its first token",
                             backend=upstream.adapter.backend) from None
+    except (ValueError, TypeError, AttributeError):  # a first chunk that is not an OpenAI chunk
+        await events.aclose()  # type: ignore[attr-defined]
+        raise UpstreamError(f"{upstream.adapter.backend} sent a stream chunk the gateway cannot read",
+                            backend=upstream.adapter.backend) from None
     except TimeoutError:
         await events.aclose()  # type: ignore[attr-defined]
         raise UpstreamTimeout(f"no first token from {upstream.adapter.backend} within {first_token_s:g} s",
@@ -93,3 +99,18 @@ async def prime(upstream: Upstream, body: dict[str, Any], first_token_s: float,
         await events.aclose()  # type: ignore[attr-defined]
         raise
     return PrimedStream(head, events)
+
+
+async def idle_bounded(payloads: AsyncIterator[bytes], idle_s: float, backend: str) -> AsyncIterator[bytes]:
+    """`payloads`, each within `idle_s` of the last: a stream being assembled for a non-streaming client
+    is given up on (and falls back) when the upstream goes quiet mid-answer, whatever the transport."""
+    iterator = aiter(payloads)
+    while True:
+        try:
+            async with asyncio.timeout(idle_s):
+                payload = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UpstreamTimeout(f"{backend} went quiet for {idle_s:g} s mid-answer", backend=backend) from None
+        yield payload

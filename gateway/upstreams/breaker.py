@@ -2,12 +2,18 @@
 
 closed --N consecutive failures--> open --reset_after_s--> half-open (one probe request)
 half-open --probe succeeds--> closed;  --probe fails--> open again
+
+The probe (the trial) holds the only half-open slot, so it must end on every path: `enter()` hands
+out a `Pass` and `end(pass)` frees the slot when the request ended without a verdict on the upstream
+(it failed inside the gateway, or was cancelled). A trial never heard from within `trial_timeout_s`
+is given up too, so no lost request can keep a breaker open until restart.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -17,17 +23,29 @@ class BreakerState(StrEnum):
     HALF_OPEN = "half_open"
 
 
+@dataclass(frozen=True)
+class Pass:
+    """Leave to send one request; `trial` when it is the half-open probe (then `seq` names it)."""
+
+    trial: bool
+    seq: int = 0
+
+
 class CircuitBreaker:
     def __init__(self, failure_threshold: int, reset_after_s: float, clock: Callable[[], float] = time.monotonic,
-                 on_change: Callable[[BreakerState], None] | None = None) -> None:
+                 on_change: Callable[[BreakerState], None] | None = None,
+                 trial_timeout_s: float | None = None) -> None:
         self.failure_threshold = failure_threshold
         self.reset_after_s = reset_after_s
+        self.trial_timeout_s = trial_timeout_s
         self._clock = clock
         self._on_change = on_change
         self._state = BreakerState.CLOSED
         self._failures = 0
         self._opened_at = 0.0
         self._probe_in_flight = False
+        self._trial_seq = 0
+        self._trial_started = 0.0
 
     def _set(self, state: BreakerState) -> None:
         if state is not self._state:
@@ -51,16 +69,43 @@ class CircuitBreaker:
     def consecutive_failures(self) -> int:
         return self._failures
 
-    def allow(self) -> bool:
-        """May a request go to this upstream now? In half-open, only one probe at a time."""
+    @property
+    def trial_in_flight(self) -> bool:
+        """Is a half-open probe out now (and not yet past its bound)?"""
+        if not self._probe_in_flight:
+            return False
+        if self.trial_timeout_s is not None and self._clock() - self._trial_started > self.trial_timeout_s:
+            return False  # lost: the next request may probe
+        return True
+
+    @property
+    def accepting(self) -> bool:
+        """Would a request be let through now? What readiness reports."""
+        state = self.state
+        return state is BreakerState.CLOSED or (state is BreakerState.HALF_OPEN and not self.trial_in_flight)
+
+    def enter(self) -> Pass | None:
+        """A pass to send a request now, or None. In half-open, only one probe at a time; its pass must
+        be given back with `end()` however the request ends."""
         state = self.state
         if state is BreakerState.CLOSED:
-            return True
-        if state is BreakerState.HALF_OPEN and not self._probe_in_flight:
+            return Pass(trial=False)
+        if state is BreakerState.HALF_OPEN and not self.trial_in_flight:
             self._set(BreakerState.HALF_OPEN)
             self._probe_in_flight = True
-            return True
-        return False
+            self._trial_seq += 1
+            self._trial_started = self._clock()
+            return Pass(trial=True, seq=self._trial_seq)
+        return None
+
+    def allow(self) -> bool:
+        """May a request go to this upstream now? (A probe taken this way ends with a verdict.)"""
+        return self.enter() is not None
+
+    def end(self, granted: Pass) -> None:
+        """The request is over: if it was the probe and gave no verdict, free the probe slot."""
+        if granted.trial and self._probe_in_flight and granted.seq == self._trial_seq:
+            self._probe_in_flight = False
 
     def record_success(self) -> None:
         self._failures = 0

@@ -1,7 +1,9 @@
 """The hot-path transport: a pooled aiohttp session per backend sending LiteLLM-built bodies.
 
 Foreign exceptions (aiohttp, asyncio timeouts) are translated here, where they enter, into
-the gateway's UpstreamError family.
+the gateway's UpstreamError family; so are answers the gateway cannot read (a body or stream line
+that is not a JSON object), so that they fall back and count like any other upstream failure.
+Compressed answers (a gzip proxy in front of the model server) are decompressed.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import Blame, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.settings import Timeouts
+from gateway.upstreams.blame import blame_for
 from gateway.upstreams.provider import ProviderAdapter
+from gateway.upstreams.scrub import scrub
 
 _DATA = b"data:"
 _DONE = b"[DONE]"
@@ -32,12 +36,15 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 def upstream_http_error(backend: str, status: int, raw: bytes, retry_statuses: frozenset[int],
-                        retry_after: str | None = None) -> UpstreamError:
-    """Turn an upstream error body (vLLM's or DashScope's shape) into an UpstreamError."""
+                        retry_after: str | None = None, secrets: tuple[str | None, ...] = ()) -> UpstreamError:
+    """Turn an upstream error body (vLLM's or DashScope's shape) into an UpstreamError: its message
+    scrubbed of secrets, its blame decided (gateway/upstreams/blame.py)."""
     message, code, param = raw[:300].decode("utf-8", "replace"), None, None
+    error: dict[str, Any] | None = None
     try:
         err = orjson.loads(raw).get("error")
         if isinstance(err, dict):
+            error = err
             message = str(err.get("message") or message)
             code = err.get("code") if isinstance(err.get("code"), str) else None
             param = err.get("param")
@@ -45,10 +52,34 @@ def upstream_http_error(backend: str, status: int, raw: bytes, retry_statuses: f
             message = err
     except (orjson.JSONDecodeError, AttributeError):
         pass
-    client_status = status if status < 500 else 502
+    message = scrub(message, secrets)
+    return error_for_status(backend, status, message, retry_statuses, blame_for(status, error), code=code,
+                            param=param if isinstance(param, str) else None,
+                            retry_after=retry_after_seconds(retry_after))
+
+
+def error_for_status(backend: str, status: int, message: str, retry_statuses: frozenset[int], blame: Blame,
+                     code: str | None = None, param: str | None = None,
+                     retry_after: float | None = None) -> UpstreamError:
+    """The UpstreamError for an upstream's error status once its blame is known (both transports)."""
+    if blame is Blame.CONFIG:
+        return UpstreamError(f"upstream {backend} refused the gateway's configuration ({status}): {message}; "
+                             f"check backends.{backend} (api_key_env, model, api_base)", backend=backend,
+                             status=502, code="upstream_misconfigured", upstream_status=status, blame=blame)
+    if blame is Blame.REQUEST:
+        return UpstreamError(f"upstream {backend} returned {status}: {message}", backend=backend,
+                             status=status if status < 500 else 400, retryable=False, code=code, param=param,
+                             upstream_status=status, blame=blame)
     return UpstreamError(f"upstream {backend} returned {status}: {message}", backend=backend,
-                         status=client_status, retryable=status in retry_statuses, code=code, param=param,
-                         upstream_status=status, retry_after=retry_after_seconds(retry_after))
+                         status=status if status < 500 else 502, retryable=status in retry_statuses, code=code,
+                         param=param, upstream_status=status, retry_after=retry_after, blame=blame)
+
+
+def _is_object(payload: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(payload), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
 class HttpUpstream:
@@ -60,6 +91,8 @@ class HttpUpstream:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._headers = {"content-type": "application/json", **adapter.headers}
+        # Non-streamed: the whole answer precedes the headers (total_s bounds them); the body then reads
+        # under idle_s (see _read_body).
         self._complete_timeout = aiohttp.ClientTimeout(total=timeouts.total_s, sock_connect=timeouts.connect_s)
         self._stream_timeout = aiohttp.ClientTimeout(
             total=timeouts.total_s, sock_connect=timeouts.connect_s, sock_read=timeouts.idle_s
@@ -67,7 +100,8 @@ class HttpUpstream:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=30, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+        # aiohttp advertises gzip and deflate: decompress what comes back that way.
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                               skip_auto_headers=("User-Agent",))
 
     async def close(self) -> None:
@@ -101,17 +135,34 @@ class HttpUpstream:
             async with self.session.post(self._url(path), data=orjson.dumps(body),
                                          headers=self._request_headers(request_id),
                                          timeout=self._complete_timeout) as resp:
-                raw = await resp.read()
+                raw = await self._read_body(resp)
                 if resp.status >= 400:
                     raise upstream_http_error(self.adapter.backend, resp.status, raw, self.retry_statuses,
-                                              resp.headers.get("retry-after"))
+                                              resp.headers.get("retry-after"), self._secrets)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._translate(exc) from None
         try:
-            return orjson.loads(raw)
+            answer = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise UpstreamError(f"{self.adapter.backend} sent a body that is not JSON",
-                                backend=self.adapter.backend) from None
+            answer = None
+        if not isinstance(answer, dict):
+            raise UpstreamError(f"{self.adapter.backend} sent a body that is not a JSON object",
+                                backend=self.adapter.backend)
+        return answer
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, each read bounded by idle_s: an upstream that stops mid-body is given up on then."""
+        parts: list[bytes] = []
+        while True:
+            async with asyncio.timeout(self.timeouts.idle_s):
+                part = await resp.content.readany()
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
+
+    @property
+    def _secrets(self) -> tuple[str | None, ...]:
+        return (self.adapter.api_key,)
 
     async def stream(self, body: dict[str, Any], request_id: str | None = None,
                      path: str | None = None) -> AsyncIterator[bytes]:
@@ -121,9 +172,9 @@ class HttpUpstream:
                                            headers=self._request_headers(request_id),
                                            timeout=self._stream_timeout)
             if resp.status >= 400:
-                raw = await resp.read()
+                raw = await self._read_body(resp)
                 raise upstream_http_error(self.adapter.backend, resp.status, raw, self.retry_statuses,
-                                          resp.headers.get("retry-after"))
+                                          resp.headers.get("retry-after"), self._secrets)
             async for line in resp.content:
                 if not line.startswith(_DATA):
                     continue
@@ -132,7 +183,11 @@ class HttpUpstream:
                     resp.release()
                     return
                 if payload.startswith(b'{"error"'):
-                    raise upstream_http_error(self.adapter.backend, 500, payload, self.retry_statuses)
+                    raise upstream_http_error(self.adapter.backend, 500, payload, self.retry_statuses,
+                                              secrets=self._secrets)
+                if not _is_object(payload):
+                    raise UpstreamError(f"{self.adapter.backend} sent a stream chunk that is not a JSON object",
+                                        backend=self.adapter.backend)
                 yield payload
             raise UpstreamError(f"{self.adapter.backend} ended the stream without [DONE]",
                                 backend=self.adapter.backend)

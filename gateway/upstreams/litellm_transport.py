@@ -14,8 +14,10 @@ import orjson
 
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.settings import Timeouts
-from gateway.upstreams.http_transport import retry_after_seconds
+from gateway.upstreams.blame import blame_for
+from gateway.upstreams.http_transport import error_for_status, retry_after_seconds
 from gateway.upstreams.provider import ProviderAdapter, import_litellm
+from gateway.upstreams.scrub import scrub
 
 _SENT_BY_LITELLM = frozenset({"model", "messages", "stream", "stream_options"})
 
@@ -57,13 +59,16 @@ class LiteLLMUpstream:
         if isinstance(exc, lt.APIConnectionError):
             return UpstreamUnavailable(f"cannot connect to {name}", backend=name)
         status = int(getattr(exc, "status_code", 502) or 502)
-        message = getattr(exc, "message", None) or str(exc)
+        message = scrub(str(getattr(exc, "message", None) or exc), (self.adapter.api_key,))
         response = getattr(exc, "response", None)
         retry_after = response.headers.get("retry-after") if response is not None and hasattr(response, "headers") \
             else None
-        return UpstreamError(f"upstream {name} returned {status}: {message}", backend=name,
-                             status=status if status < 500 else 502, retryable=status in self.retry_statuses,
-                             upstream_status=status, retry_after=retry_after_seconds(retry_after))
+        error = None
+        body = getattr(exc, "body", None)
+        if isinstance(body, dict):
+            error = body.get("error") if isinstance(body.get("error"), dict) else body
+        return error_for_status(name, status, message, self.retry_statuses, blame_for(status, error),
+                                retry_after=retry_after_seconds(retry_after))
 
     def _chat_only(self, path: str | None) -> None:
         if path is not None:  # routing never sends other endpoints here (serves_completions is False)
