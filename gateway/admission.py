@@ -25,6 +25,7 @@ class BackendOverloaded(UpstreamError):
     status = 503
     code = "backend_overloaded"
     outcome = "overloaded"
+    waited_s = 0.0  # how long it waited in the queue before it was refused (0: refused at once)
 
 
 class Admission:
@@ -83,7 +84,7 @@ class Admission:
                 return self._clock() - queued  # granted at the last moment: the slot is ours
             future.cancel()
             self._on_queue(self.waiting)
-            raise self._refuse(f"no slot within {self.max_wait_s:g} s") from None
+            raise self._refuse(f"no slot within {self.max_wait_s:g} s", self._clock() - queued) from None
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release(0.0)  # granted, then the request was cancelled: give the slot on
@@ -106,10 +107,12 @@ class Admission:
                 self._on_queue(self.waiting)
                 return
 
-    def _refuse(self, why: str) -> BackendOverloaded:
-        return BackendOverloaded(f"{self.backend} is at capacity ({self.max_concurrent} at once; {why})",
-                                 backend=self.backend, retryable=False,
-                                 retry_after=max(self.expected_wait(), 1.0))
+    def _refuse(self, why: str, waited_s: float = 0.0) -> BackendOverloaded:
+        refused = BackendOverloaded(f"{self.backend} is at capacity ({self.max_concurrent} at once; {why})",
+                                    backend=self.backend, retryable=False,
+                                    retry_after=max(self.expected_wait(), 1.0))
+        refused.waited_s = waited_s
+        return refused
 
     def describe(self) -> dict[str, float | int | None]:
         return {"max_concurrent": self.max_concurrent, "running": self.running, "waiting": self.waiting,

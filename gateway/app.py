@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,7 +17,14 @@ from gateway.context import headers_for, request_state
 from gateway.embeddings import EmbeddingsService
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.pipeline import Gateway
-from gateway.settings import LOG_FORMAT, Settings, config_path_from_environment, load_settings
+from gateway.settings import (
+    LOG_FORMAT,
+    WORKERS_ENV,
+    Settings,
+    config_path_from_environment,
+    load_settings,
+    split_admission,
+)
 
 log = logging.getLogger("qroute")
 
@@ -82,6 +90,6 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """The app factory each `qroute serve --workers N` worker process calls."""
-    settings = load_settings(config_path_from_environment())
+    settings = split_admission(load_settings(config_path_from_environment()), int(os.environ.get(WORKERS_ENV, "1")))
     logging.basicConfig(level=settings.server.log_level.upper(), format=LOG_FORMAT)
     return create_app(settings)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import CONFIG_ENV, LOG_FORMAT, ConfigError, Settings, load_settings
+from gateway.settings import CONFIG_ENV, LOG_FORMAT, WORKERS_ENV, ConfigError, Settings, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -46,22 +46,30 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers <= 1:
         uvicorn.run(app, **options)
         return 0
-    with worker_environment(Path(args.config).resolve(), settings.metrics.multiproc_dir, port):
+    uneven = [f"{name} {cfg.max_concurrent}" for name, cfg in settings.backends.items()
+              if cfg.max_concurrent is not None and cfg.max_concurrent % args.workers]
+    if uneven:
+        logging.getLogger("qroute").warning(
+            "max_concurrent is split over %d workers, each admitting its whole share: %s admit fewer in all "
+            "(at least 1 per worker)", args.workers, ", ".join(uneven))
+    with worker_environment(Path(args.config).resolve(), settings.metrics.multiproc_dir, port, args.workers):
         uvicorn.run("gateway.app:app_from_environment", factory=True, workers=args.workers, **options)
     return 0
 
 
 @contextlib.contextmanager
-def worker_environment(config: Path, metrics_dir: str | None, port: int) -> Iterator[None]:
-    """What worker processes read at start: the config path, and prometheus-client's multiprocess
-    folder. Each gateway instance gets a folder of its own (a new one unless configured), emptied
-    first, so a restart or a second instance on the same host never mixes or wipes counts."""
+def worker_environment(config: Path, metrics_dir: str | None, port: int, workers: int = 1) -> Iterator[None]:
+    """What worker processes read at start: the config path, how many workers share the backends'
+    admission, and prometheus-client's multiprocess folder. Each gateway instance gets a folder of its
+    own (a new one unless configured), emptied first, so a restart or a second instance on the same host
+    never mixes or wipes counts."""
     own = metrics_dir is None
     folder = Path(tempfile.mkdtemp(prefix=f"qroute-metrics-{port}-")) if own else Path(str(metrics_dir))
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.db"):
         stale.unlink()
     os.environ[CONFIG_ENV] = str(config)
+    os.environ[WORKERS_ENV] = str(workers)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     try:
         yield

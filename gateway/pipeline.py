@@ -296,6 +296,7 @@ class Gateway:
         (gateway/upstreams/blame.py); `unsure` holds 5xx answers not yet charged or forgiven."""
         assert state.decision is not None
         last_error: UpstreamError | None = None
+        overloaded: BackendOverloaded | None = None
         unsure: list[Backend] = []
         for route in self._route_order(state.decision.route, needs):
             backend = self.backends[self.settings.routes[route].backend]
@@ -305,6 +306,14 @@ class Gateway:
                 continue
             try:
                 result, frames, occupancy = await self._attempt(state, backend, route, call, last_error is not None)
+            except BackendOverloaded as exc:
+                # Local full and its queue wait passed: like an upstream's 503, the next route in the
+                # fallback order takes an `auto` request (a spill-over that came too late for this one);
+                # a pinned route never moves.
+                if not state.decision.reason.startswith("auto") or 503 not in self.settings.fallback.retry_statuses:
+                    raise
+                overloaded = exc
+                continue
             except UpstreamError as exc:
                 if not self._failed(state, backend, route, exc, unsure):
                     raise
@@ -328,6 +337,8 @@ class Gateway:
             end = StreamAccount(self._price, self.finish, state, backend, occupancy, prompt)
             return ChatOutcome(frames=client_events(frames, include_usage, end), account=end.account)
         self._settle(unsure, charge=True)  # no other route answered it or failed it the same way
+        if last_error is None and overloaded is not None:
+            raise overloaded
         raise self._exhausted(state, last_error)
 
     async def _attempt(self, state: RequestState, backend: Backend, route: Route,
@@ -338,8 +349,9 @@ class Gateway:
             await pause(self.settings.fallback.delay_ms / 1000)
         try:
             waited = await backend.admission.acquire(state.priority)
-        except BackendOverloaded:
+        except BackendOverloaded as exc:
             state.attempts.append(Attempt(route, "overloaded"))
+            self.metrics.admission_waited(backend.name, exc.waited_s)  # refused waits count too
             raise
         if backend.admission.max_concurrent is not None:
             self.metrics.admission_waited(backend.name, waited)

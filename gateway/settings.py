@@ -451,6 +451,24 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 CONFIG_ENV = "QROUTE_CONFIG"  # set by `qroute serve --workers N` for its worker processes
 
 
+WORKERS_ENV = "QROUTE_WORKERS"  # set by `qroute serve --workers N`: how many share each backend's admission
+
+
+def split_admission(settings: Settings, workers: int) -> Settings:
+    """Each of N worker processes admits its share of a backend's `max_concurrent` (at least 1) and of
+    its `max_queue`, so the gateway as a whole stays within the knee. Across replicas nothing is
+    split: set each replica's share (docs/capacity.md)."""
+    if workers <= 1:
+        return settings
+    backends = {}
+    for name, cfg in settings.backends.items():
+        if cfg.max_concurrent is not None:
+            cfg = cfg.model_copy(update={"max_concurrent": max(1, cfg.max_concurrent // workers),
+                                         "max_queue": -(-cfg.max_queue // workers)})
+        backends[name] = cfg
+    return settings.model_copy(update={"backends": backends})
+
+
 def config_path_from_environment() -> str:
     path = os.environ.get(CONFIG_ENV)
     if not path:

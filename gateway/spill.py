@@ -133,15 +133,29 @@ class SpillController:
         self._on_change = on_change
         self._clock = clock
         self._caps = Caps()
+        self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self.config.enabled:
+        if self.config.enabled and self.states:
             for state in self.states.values():
                 await state.reader.start()
+            self._ticker = asyncio.create_task(self._tick())
 
     async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
         for state in self.states.values():
             await state.reader.close()
+
+    async def _tick(self) -> None:
+        """Re-evaluate without traffic too: spilling ends (and its gauge and /readyz say so) once
+        the signals are quiet, not only when the next request happens to ask."""
+        while True:
+            await asyncio.sleep(min(self.config.poll_s, self.config.cooldown_s or self.config.poll_s))
+            for backend in self.states:
+                self.saturated(backend)
 
     def refused(self, backend: str) -> None:
         """The backend answered 429 or 503: saturated, by its own word."""

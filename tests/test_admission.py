@@ -123,9 +123,27 @@ def test_a_pinned_request_beyond_the_queue_gets_503_with_retry_after(make_gatewa
     assert int(second.headers["retry-after"]) >= 1 and second.headers["x-qroute-attempts"] == "local:overloaded"
     assert waiting == 0  # the refused one left the queue
     text = gw.http.get("/metrics").text
-    assert _metric(text, 'qroute_admission_wait_seconds_count{backend="vllm-local"}') == 1  # the one served
+    # The one served at once, and the refused one after its 0.5 s in the queue.
+    assert _metric(text, 'qroute_admission_wait_seconds_count{backend="vllm-local"}') == 2
+    assert _metric(text, 'qroute_admission_wait_seconds_sum{backend="vllm-local"}') >= 0.45
     assert _metric(text, 'qroute_requests_total{') >= 1
     assert 'outcome="overloaded"' in text
+
+
+def test_an_auto_request_refused_by_a_full_local_goes_to_the_cloud(make_gateway, local_sim):
+    """Spill-over turns on only once local is saturated; the request whose wait ran out before that
+    is not refused either: like an upstream 503, the fallback route answers it."""
+    gw = make_gateway(backends={"vllm-local": _slow_local(local_sim)}, spill={"enabled": False})
+    local_sim[0].behaviour.update({"ttft_s": 2.0})
+    holder = threading.Thread(target=lambda: gw.http.post("/v1/chat/completions",
+                                                          json={"model": "local", "messages": user()}))
+    holder.start()
+    threading.Event().wait(0.3)
+    second = gw.http.post("/v1/chat/completions", json={"model": "auto", "messages": user()})
+    holder.join()
+    assert second.status_code == 200, second.text
+    assert second.headers["x-qroute-attempts"] == "local:overloaded,cloud:ok"
+    assert second.headers["x-qroute-route"] == "cloud"
 
 
 def _metric(text: str, prefix: str) -> float:

@@ -61,6 +61,17 @@ def test_a_vllm_queue_spills_auto_traffic_and_it_comes_back(make_gateway, local_
     assert 'qroute_spill_active{backend="vllm-local"} 0.0' in httpx.get(f"{gw.base}/metrics").text
 
 
+def test_spilling_ends_without_traffic(make_gateway, local_sim, cloud_sim):
+    """Once the queue clears, spilling ends by itself: the gauge says so with no request asking, and
+    the first request after a quiet spell goes local."""
+    gw = make_gateway(spill={"max_waiting": 4, "resume_waiting": 1, "poll_s": 0.5, "cooldown_s": 1.0})
+    local_sim[0].behaviour.update({"waiting_requests": 9})
+    _until(lambda: _route(gw)[1] == "auto:spill")
+    local_sim[0].behaviour.update({"waiting_requests": 0})
+    _until(lambda: 'qroute_spill_active{backend="vllm-local"} 0.0' in httpx.get(f"{gw.base}/metrics").text)
+    assert _route(gw) == ("local", "auto:learned:below_t1")
+
+
 def test_concurrency_beyond_the_limit_spills_and_comes_back(make_gateway, local_sim, cloud_sim):
     gw = make_gateway(backends={"vllm-local": _local(local_sim, max_concurrent=1, max_queue_wait_s=0.5)},
                       spill={"cooldown_s": 0.5, "poll_s": 0.5})

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -21,8 +24,9 @@ from tests.gateway_process import gateway_process
 
 
 @contextmanager
-def serve(tmp_path: Path, local_base: str, cloud_base: str, workers: int) -> Iterator[str]:
-    cfg = config_dict(local_base, cloud_base, state_file=str(tmp_path / f"router-state-{uuid.uuid4().hex}.json"))
+def serve(tmp_path: Path, local_base: str, cloud_base: str, workers: int, **overrides: Any) -> Iterator[str]:
+    cfg = config_dict(local_base, cloud_base, state_file=str(tmp_path / f"router-state-{uuid.uuid4().hex}.json"),
+                      **overrides)
     cfg["server"]["log_level"] = "warning"
     with gateway_process(tmp_path, cfg, args=("--workers", str(workers))) as base:
         time.sleep(1.0)  # the other workers finish starting
@@ -35,11 +39,15 @@ def _count(base: str, name: str = "qroute_requests_total", **labels: str) -> flo
 
 
 def _send(base: str, n: int) -> None:
-    """n requests, each on a new connection, so the kernel spreads them over the workers."""
-    for _ in range(n):
+    """n requests, each on a new connection, four at a time: a worker busy with one leaves the next
+    connection to the other, so the kernel spreads them over the workers."""
+
+    def one(_: int) -> int:
         with httpx.Client(timeout=5, headers={"authorization": f"Bearer {CLIENT_KEY}"}) as client:
-            r = client.post(f"{base}/v1/chat/completions", json={"model": "local", "messages": user()})
-            assert r.status_code == 200
+            return client.post(f"{base}/v1/chat/completions", json={"model": "local", "messages": user()}).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(one, range(n))) == [200] * n
 
 
 def _per_worker(base: str, tmp_path: Path) -> list[float]:
@@ -84,3 +92,30 @@ def test_a_threshold_change_reaches_every_worker(tmp_path, local_sim, cloud_sim)
                 seen.add(client.get(f"{base}/admin/router").json()["t2"])
         assert seen == {0.93}
         assert _count(base, "qroute_router_threshold", threshold="t2") == 0.93
+
+
+def test_workers_share_a_backends_admission_limit(tmp_path, local_sim, cloud_sim):
+    """max_concurrent is the gateway's, not each worker's: two workers with max_concurrent 2 and no
+    queue let at most 2 slow requests through at once (each worker admits 1); unsplit, up to 4 would."""
+    base_cfg = config_dict(local_sim[1].base, cloud_sim[1].base)
+    local = {**base_cfg["backends"]["vllm-local"], "max_concurrent": 2, "max_queue": 0,
+             "timeouts": {"connect_s": 1, "first_token_s": 5, "idle_s": 5, "total_s": 10}}
+    local_sim[0].behaviour.update({"ttft_s": 1.5})
+    try:
+        with serve(tmp_path, local_sim[1].base, cloud_sim[1].base, workers=2,
+                   backends={**base_cfg["backends"], "vllm-local": local}, spill={"enabled": False}) as base:
+            statuses: list[int] = []
+
+            def one() -> None:
+                with httpx.Client(timeout=10, headers={"authorization": f"Bearer {CLIENT_KEY}"}) as client:
+                    statuses.append(client.post(f"{base}/v1/chat/completions",
+                                                json={"model": "local", "messages": user()}).status_code)
+
+            threads = [threading.Thread(target=one) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        local_sim[0].behaviour.update({"ttft_s": 0.0})
+    assert 1 <= statuses.count(200) <= 2 and statuses.count(503) == 8 - statuses.count(200), statuses
