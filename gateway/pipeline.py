@@ -305,6 +305,8 @@ class Gateway:
                 continue
             try:
                 result, frames, occupancy = await self._attempt(state, backend, route, call, last_error is not None)
+            except BackendOverloaded:
+                raise  # our own queue is full: answered 503 at once, no upstream was asked
             except UpstreamError as exc:
                 if not self._failed(state, backend, route, exc, unsure):
                     raise
