@@ -451,7 +451,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 CONFIG_ENV = "QROUTE_CONFIG"  # set by `qroute serve --workers N` for its worker processes
 
 
-WORKERS_ENV = "QROUTE_WORKERS"  # set by `qroute serve --workers N`: how many share each backend's admission
+WORKERS_ENV = "QROUTE_WORKER_COUNT"  # set by `qroute serve --workers N`: how many share each backend's admission
 
 
 def split_admission(settings: Settings, workers: int) -> Settings:
