@@ -484,6 +484,10 @@ class Gateway:
         if last.status == 429:
             return UpstreamError(message, backend=last.backend, status=429,
                                  retry_after=last.retry_after if last.retry_after is not None else max(probe_in, 1.0))
+        if last.upstream_status == 503 and last.blame is not Blame.CONFIG:  # the upstream said: later
+            return UpstreamUnavailable(message, backend=last.backend,
+                                       retry_after=last.retry_after if last.retry_after is not None
+                                       else max(probe_in, 1.0))
         kind = type(last) if isinstance(last, (UpstreamTimeout, UpstreamUnavailable)) else UpstreamError
         own = last.code if last.blame is Blame.CONFIG else None  # upstream_misconfigured: the operator's to fix
         return kind(message, backend=last.backend, retry_after=probe_in or None, code=own, blame=last.blame)

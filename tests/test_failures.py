@@ -94,15 +94,23 @@ def test_non_retryable_upstream_error_is_returned_not_retried(gateway, local_sim
 
 
 def test_all_routes_failing_gives_502_in_openai_shape(gateway, local_sim, cloud_sim):
-    local_sim[0].behaviour.update({"fail_next": 1})
-    cloud_sim[0].behaviour.update({"fail_next": 1, "error_status": 503})
+    local_sim[0].behaviour.update({"fail_next": 1, "error_status": 503})
+    cloud_sim[0].behaviour.update({"fail_next": 1, "error_status": 500})
     r = gateway.http.post("/v1/chat/completions", json={"model": "local", "messages": user()})
-    assert r.status_code == 502
+    assert r.status_code == 502  # the last failure decides
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"}
     assert err["code"] == "upstream_error" and err["type"] == "upstream_error"  # ours, not the upstream's
-    assert "attempts: local:500, cloud:503" in err["message"]
-    assert r.headers["x-qroute-route"] == "local" and r.headers["x-qroute-attempts"] == "local:500,cloud:503"
+    assert "attempts: local:503, cloud:500" in err["message"]
+    assert r.headers["x-qroute-route"] == "local" and r.headers["x-qroute-attempts"] == "local:503,cloud:500"
+
+
+def test_every_route_unavailable_is_503_with_retry_after(gateway, local_sim, cloud_sim):
+    local_sim[0].behaviour.update({"fail_next": 1, "error_status": 503})
+    cloud_sim[0].behaviour.update({"fail_next": 1, "error_status": 503})
+    r = gateway.http.post("/v1/chat/completions", json={"model": "local", "messages": user()})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "upstream_unavailable"
+    assert int(r.headers["retry-after"]) >= 1 and r.headers["x-qroute-attempts"] == "local:503,cloud:503"
 
 
 def test_every_route_rate_limited_is_429_with_retry_after(gateway, local_sim, cloud_sim):
@@ -127,7 +135,7 @@ def test_open_breakers_give_503_with_retry_after(make_gateway, local_sim, cloud_
     # the request is the common factor, tests/test_faults_breaker.py.)
     local_sim[0].behaviour.update({"fail_next": 1, "error_status": 503})
     cloud_sim[0].behaviour.update({"fail_next": 1, "error_status": 503})
-    assert gw.http.post("/v1/chat/completions", json={"model": "local", "messages": user()}).status_code == 502
+    assert gw.http.post("/v1/chat/completions", json={"model": "local", "messages": user()}).status_code == 503
     r = gw.http.post("/v1/chat/completions", json={"model": "local", "messages": user()})
     assert r.status_code == 503 and r.json()["error"]["code"] == "upstream_unavailable"
     assert 25 <= int(r.headers["retry-after"]) <= 30  # until the first breaker lets a probe through
