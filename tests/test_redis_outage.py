@@ -214,6 +214,8 @@ def test_redis_hanging_then_dying_under_load_costs_no_request(local_sim, cloud_s
                       auth={"api_keys": [CLIENT_KEY, CONTROL_KEY]}, limits={"keys": {key_id(CLIENT_KEY): GENEROUS}},
                       cache={"enabled": True, "ttl_s": 600})
     cfg["server"]["log_level"] = "warning"
+    for backend in cfg["backends"].values():  # about Redis: a busy test machine must not trip first-token
+        backend["timeouts"] = {**backend["timeouts"], "first_token_s": 5.0}  # fallbacks (non-streaming too)
     log = tmp_path / "replica.log"
 
     async def scenario(base: str) -> dict[str, Any]:
