@@ -169,7 +169,7 @@ class RouterSync:
             return int(await client.eval(SEED_IF_EMPTY, 1, self._current_key, *values))
 
         if await self.link.call(seed, 0):
-            log.warning("redis held no router settings: shared this replica's (t1 %s, t2 %s, model %s)",
+            log.info("redis held no router settings: shared this replica's (t1 %s, t2 %s, model %s)",
                         t.t1, t.t2, self._model_path())
 
     async def _follow_model(self, shared: str | None) -> None:

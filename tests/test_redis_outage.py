@@ -324,7 +324,7 @@ def test_a_redis_password_comes_from_the_named_variable(local_sim, cloud_sim, tm
         lines = two_replicas_share_a_threshold(local_sim, cloud_sim, redis, tmp_path,
                                                env={"QROUTE_TEST_REDIS_PASSWORD": secret},
                                                password_env="QROUTE_TEST_REDIS_PASSWORD")
-        configs = "".join(p.read_text() for p in tmp_path.glob("replica-*.yaml"))
+        configs = "".join(p.read_text() for p in tmp_path.glob("gateway-*.yaml"))
         assert "QROUTE_TEST_REDIS_PASSWORD" in configs and secret not in configs
         assert not any(secret in line for line in lines)
     finally:
