@@ -58,7 +58,7 @@ class RagService:
         if self.config.index:
             self.retriever = await asyncio.to_thread(
                 Retriever.open, self.config.index, embedder=self.config.embedder, reranker=self.config.reranker,
-                secrets=self.secrets)
+                secrets=self.secrets, fusion=self.config.fusion)
             log.warning("retrieval index %s loaded: %d chunks", self.config.index, len(self.retriever.data.chunks))
 
     @property

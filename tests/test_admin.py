@@ -32,7 +32,7 @@ def test_admin_key_required(admin_gateway):
     assert _put(gw, {"t2": 0.5}, key="sk-wrong").status_code == 401
     r = gw.http.get("/admin/router", headers={"authorization": f"Bearer {ADMIN_KEY}"})
     assert r.status_code == 200
-    assert r.json() == {"t1": 0.6, "t2": 0.8, "scorer": "learned", "model": "bundled", "shared": "state file",
+    assert r.json() == {"t1": 0.2, "t2": 0.7, "scorer": "learned", "model": "bundled", "shared": "state file",
                         "audit": []}
 
 
@@ -56,7 +56,7 @@ def test_invalid_changes_are_400(admin_gateway, body, param):
 def test_change_takes_effect_is_logged_and_survives_restart(admin_gateway, caplog):
     make, state = admin_gateway
     gw = make()
-    hard = user("请分别计算两家公司2023年和2024年的净利润增长率，对比并分析原因。" * 3)
+    hard = user("请分别计算两家公司2023年和2024年的净利润增长率，对比并分析原因。" * 8)
     assert gw.client.chat.completions.with_raw_response.create(model="auto", messages=hard).headers[
         "x-qroute-route"] == "cloud"
     caplog.set_level(logging.WARNING, logger="qroute.router")
@@ -65,7 +65,7 @@ def test_change_takes_effect_is_logged_and_survives_restart(admin_gateway, caplo
     assert f"router thresholds changed by admin key {key_id(ADMIN_KEY)}" in caplog.text
     assert ADMIN_KEY not in caplog.text and "...dmin" not in caplog.text  # its id, never a piece of the key
     audit = gw.http.get("/admin/router", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["audit"]
-    assert audit[0]["old"] == {"t1": 0.6, "t2": 0.8} and audit[0]["new"] == {"t1": 1.0, "t2": 1.0}
+    assert audit[0]["old"] == {"t1": 0.2, "t2": 0.7} and audit[0]["new"] == {"t1": 1.0, "t2": 1.0}
     assert audit[0]["admin"] == key_id(ADMIN_KEY) and audit[0]["replica"]
     raw = gw.client.chat.completions.with_raw_response.create(model="auto", messages=hard)
     assert raw.headers["x-qroute-route"] == "local"

@@ -143,7 +143,7 @@ def test_breaker_state_and_thresholds_are_exported(make_gateway, local_sim, monk
     m = scrape(gw)
     assert value(m, "qroute_backend_breaker_state", backend="vllm-local") == 2
     assert value(m, "qroute_backend_breaker_state", backend="dashscope") == 0
-    assert value(m, "qroute_router_threshold", threshold="t2") == 0.8
+    assert value(m, "qroute_router_threshold", threshold="t2") == 0.7
     r = gw.http.put("/admin/router", json={"t2": 0.9}, headers={"authorization": "Bearer sk-admin-metrics"})
     assert r.status_code == 200
     assert value(scrape(gw), "qroute_router_threshold", threshold="t2") == 0.9

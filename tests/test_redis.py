@@ -46,7 +46,7 @@ def test_a_threshold_change_reaches_the_other_replica_within_a_second(local_sim,
             assert time.monotonic() - changed < 1.0, "replica b did not follow within 1 s"
             time.sleep(0.02)
         audit = httpx.get(f"{b}/admin/router", headers=ADMIN).json()["audit"]
-        assert audit[0]["new"]["t2"] == 0.91 and audit[0]["old"]["t2"] == 0.8
+        assert audit[0]["new"]["t2"] == 0.91 and audit[0]["old"]["t2"] == 0.7
         assert audit[0]["admin"] == key_id(ADMIN_KEY) and audit[0]["replica"]
         # A replica started later takes the shared value, not its YAML's.
         with replica(tmp_path, cfg) as c:

@@ -1,60 +1,69 @@
-"""The router benchmark's splits: folds that cover every row once, task folds that keep a task
-family whole (so "unseen tasks" really are unseen), and the task-label ceiling."""
+"""The router benchmark's leave-one-file-out protocol: a left-out file never trains the model that
+judges it, nor chooses the recipe that does; the win count compares against both baselines."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from benchmarks.router_eval import DataSet, fold_indices, load_tasks, task_mean
-from router.train import Labelled
+from benchmarks.router_eval import LENGTH, LITELLM, QROUTE, DataSet, Lofo, Recipe, wins
+from router.train import Labelled, featurize
+from textkit.conversation import read_conversation
 
 
-def _families() -> np.ndarray:
-    return np.array(["law"] * 40 + ["math"] * 25 + ["MMLUPro"] * 20 + ["bio"] * 10 + ["chem"] * 5)
+def _file(seed: int, n: int = 60) -> DataSet:
+    """Short asks with numbers and reasoning words are the ones the strong model wins (with noise),
+    in every file; the easy asks are longer, so length alone ranks them the wrong way round."""
+    rng = np.random.default_rng(seed)
+    messages, weak, strong = [], [], []
+    for i in range(n):
+        hard = rng.random() < 0.5
+        text = (f"Prove {i} * {i + 3} = {i * (i + 3)}; calculate why." if hard
+                else f"Who wrote the book called number {i} in the library catalogue, please tell me the name?")
+        messages.append([{"role": "user", "content": text}])
+        weak.append(float(not hard or rng.random() < 0.3))
+        strong.append(1.0)
+    data = Labelled([f"{seed}-{i}" for i in range(n)], messages, np.array(weak), np.array(strong), np.zeros(n, int))
+    x, texts = featurize(messages)
+    return DataSet(data, x, texts, [read_conversation(m).ask for m in messages])
 
 
-def test_random_folds_cover_every_row_once():
-    folds = fold_indices(_families(), by_task=False, seed=3)
-    assert len(folds) == 5
-    joined = np.concatenate(folds)
-    assert sorted(joined.tolist()) == list(range(100))
-    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+class _Recording(Lofo):
+    def __init__(self, sets: dict[str, DataSet]) -> None:
+        super().__init__(sets)
+        self.seen: list[tuple[str, frozenset[str]]] = []  # (test file, files trained on)
+
+    def scores(self, recipe: Recipe, test: str, also_out: frozenset[str] = frozenset()) -> np.ndarray:
+        self.seen.append((test, frozenset(self.sets) - {test} - also_out))
+        return super().scores(recipe, test, also_out)
 
 
-def test_task_folds_keep_each_family_whole_and_cover_every_row():
-    families = _families()
-    folds = fold_indices(families, by_task=True, seed=3)
-    assert sorted(np.concatenate(folds).tolist()) == list(range(100))
-    owners = {}
-    for k, fold in enumerate(folds):
-        for family in set(families[fold]):
-            assert owners.setdefault(family, k) == k, f"{family} split across folds"
-    assert len(owners) == 5  # five families, five folds: one each
+def test_nested_choice_never_reads_the_left_out_file():
+    lofo = _Recording({name: _file(seed) for seed, name in enumerate("abcd")})
+    grid = [Recipe(1.0, 0.0), Recipe(1.0, 0.5)]
+    lofo.choose(grid, without="c")
+    assert lofo.seen, "the choice evaluated nothing"
+    for test, trained_on in lofo.seen:
+        assert test != "c" and "c" not in trained_on
+        assert test not in trained_on and len(trained_on) == 2  # four files, one out, one tested
 
 
-def test_load_tasks_reads_subjects_datasets_and_families(tmp_path):
-    path = tmp_path / "mixed.jsonl"
-    rows = [
-        {"id": "a", "messages": [{"role": "user", "content": "line\u2028separator inside"}], "weak": 0, "strong": 1,
-         "subject": "abstract_algebra"},
-        {"id": "b", "messages": [], "weak": 1, "strong": 1, "dataset": "MMLUPro_law"},
-        {"id": "c", "messages": [], "weak": 1, "strong": 0, "dataset": "GSM8K"},
-    ]
-    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
-    tasks, families = load_tasks(path)
-    assert tasks.tolist() == ["abstract_algebra", "MMLUPro_law", "GSM8K"]
-    assert families.tolist() == ["abstract_algebra", "MMLUPro", "GSM8K"]
+def test_plain_lofo_trains_on_every_other_file():
+    lofo = _Recording({name: _file(seed) for seed, name in enumerate("abc")})
+    lofo.apgr(Recipe(1.0, 0.5), "b")
+    assert lofo.seen == [("b", frozenset({"a", "c"}))]
 
 
-def test_task_mean_ceiling_uses_training_gain_per_task():
-    def dataset(tasks, weak, strong):
-        n = len(tasks)
-        data = Labelled([str(i) for i in range(n)], [[]] * n, np.array(weak, float), np.array(strong, float),
-                        np.zeros(n, int))
-        return DataSet(data, (np.zeros((n, 1)), [""] * n), np.array(tasks), np.array(tasks))
+def test_a_learned_correction_is_chosen_when_it_helps_on_every_file():
+    # Length ranks these files backwards; numbers and reasoning words rank them right: the
+    # correction must win the choice.
+    lofo = Lofo({name: _file(seed) for seed, name in enumerate("abcd")})
+    assert lofo.choose([Recipe(1.0, 0.0), Recipe(1.0, 1.0)]).correction == 1.0
 
-    train = dataset(["law", "law", "math", "math"], [0, 0, 1, 1], [1, 0, 0, 1])
-    test = dataset(["math", "law", "poetry"], [0, 0, 0], [0, 0, 0])
-    assert task_mean(train, test).tolist() == [-0.5, 0.5, 0.0]  # unseen task: the overall mean
+
+def test_wins_need_both_baselines_beaten():
+    def file(q: float, length: float, litellm: float) -> dict:
+        return {"routers": [{"router": QROUTE, "APGR": q}, {"router": LENGTH, "APGR": length},
+                            {"router": LITELLM, "APGR": litellm}]}
+
+    per_file = [file(0.6, 0.5, 0.5), file(0.6, 0.7, 0.5), file(0.6, 0.5, 0.6), file(0.61, 0.6, 0.6)]
+    assert wins(per_file, QROUTE) == 2

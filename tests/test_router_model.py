@@ -165,3 +165,29 @@ def test_domain_dictionary_terms_count(tmp_path):
     assert values[FEATURE_NAMES.index("domain_terms")] > 0
     assert load_terms(None) == frozenset()
 
+
+
+def test_correction_zero_is_length_alone_and_batch_decisions_match(tmp_path):
+    data = _tiny_data()
+    model = train(data, max_ngrams=0, correction=0.0)
+    texts = ["hi", "Who wrote Hamlet and when?", "字" * 30, "Prove it. " * 20, "公司电话是多少？请告诉我。" * 5]
+    features = FeatureExtractor()
+    decisions = [model.decision(read_conversation(user(t)), features) for t in texts]
+    lengths = [features.extract(read_conversation(user(t)))[FEATURE_NAMES.index("log_tokens")] for t in texts]
+    assert np.argsort(decisions).tolist() == np.argsort(lengths).tolist()  # nothing but length moves it
+    x_feat, _ = featurize([user(t) for t in texts])
+    asks = [read_conversation(user(t)).ask for t in texts]
+    assert model.decisions(x_feat, asks) == pytest.approx(decisions)
+    shrunk = train(data, max_ngrams=300, correction=0.5)
+    assert shrunk.decisions(x_feat, asks) == pytest.approx(
+        [shrunk.decision(read_conversation(user(t)), features) for t in texts])
+
+
+def test_the_same_length_scores_the_same_in_chinese_and_english(scorer):
+    # Length is counted in estimated tokens: 40 Chinese characters weigh what 160 Latin ones do.
+    assert scorer.score(user("字" * 40)) == pytest.approx(scorer.score(user("abcd" * 40)), abs=0.02)
+
+
+def test_scores_still_rank_outside_the_training_range(scorer):
+    assert 0.0 < scorer.score(user("hi")) < scorer.score(user("hi there, how are you?")) < 0.05
+    assert scorer.score(user("字" * 5000)) <= 1.0

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 
 from gateway.limits import key_id
 from router.train import Labelled, train
@@ -101,14 +102,22 @@ def test_compare_prints_both_models_side_by_side(inverted_model, tmp_path):
         rows.append({"id": i, "messages": user(f"{text} {i}"), "weak": 0 if hard else 1, "strong": 1})
     data = tmp_path / "held.jsonl"
     data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    # Thresholds at which the bundled model sends some of these short requests to the cloud (at the
+    # defaults it sends none, and no model could recover anything at a cloud share of 0).
+    cfg = yaml.safe_load(open("deploy/qroute.demo.yaml"))
+    cfg["router"].update(t1=0.03, t2=0.03, state_file=None)
+    config = tmp_path / "q.yaml"
+    config.write_text(yaml.safe_dump(cfg))
     out = subprocess.run([sys.executable, "-m", "gateway.cli", "route", "compare", "--new", inverted_model,
-                          "--data", str(data), "--json"], capture_output=True, text=True, timeout=120)
+                          "--data", str(data), "--config", str(config), "--json"],
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["requests"] == 60
     old, new = result["models"]["old"], result["models"]["new"]
     assert old["path"] == "CURRENT" and old["apgr"] > 0.6 and new["apgr"] < 0.4  # the inverted one routes backwards
     assert set(old) == {"path", "apgr", "cpt50", "cpt80", "cloud_share", "gap_recovered_at_old_share"}
+    assert 0 < old["cloud_share"] < 1
     assert old["gap_recovered_at_old_share"] > new["gap_recovered_at_old_share"]
     matched = result["new_thresholds"]
     assert 0 <= matched["t1"] <= matched["t2"] <= 1

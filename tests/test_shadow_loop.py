@@ -172,7 +172,7 @@ def test_shadow_train_compare_swap_routes_the_weak_kind_to_the_cloud(make_gatewa
     held = rows[cut:]
     weak, strong = np.array([r["weak"] for r in held]), np.array([r["strong"] for r in held])
     oracle = apgr(routing_curve(strong - weak, weak, strong))  # the best any router could do on these rows
-    assert new["apgr"] >= 0.9 * oracle and new["apgr"] > old["apgr"] + 0.1, (oracle, compared)
+    assert new["apgr"] >= 0.9 * oracle and new["apgr"] > old["apgr"] + 0.05, (oracle, compared)
     share = sum(r["verdict"] == "cloud" for r in rows[cut:]) / len(rows[cut:])
     t = json.loads(_cli("route", "calibrate", "--model", str(model), "--target-cloud-share", f"{share:.3f}",
                         "--target-think-share", "0", "--sample", str(sample_file)).stdout)

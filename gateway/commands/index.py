@@ -142,6 +142,68 @@ def cmd_search(args: argparse.Namespace) -> int:
     return _run(go)
 
 
+def _labelled_queries(path: str, data: IndexData) -> tuple[list[str], list[set[int]], list[str]]:
+    """Queries with their relevant chunks and group (gold document). A line names its gold by
+    `gold_doc_ids` (every chunk of those documents counts), `answer` (the chunks whose text holds
+    it), or both (the chunks of those documents that hold it)."""
+    queries, relevant, groups = [], [], []
+
+    def skip(number: int, reason: str) -> None:
+        print(f"qroute index tune-fusion: line {number}: {reason}; skipped", file=sys.stderr)
+
+    with open(path, encoding="utf-8") as fh:
+        for number, row in read_jsonl(fh, skip):
+            query, docs, answer = row.get("query"), row.get("gold_doc_ids"), row.get("answer")
+            if not isinstance(query, str) or not query.strip() or (docs is None and not answer):
+                skip(number, 'need "query" and "gold_doc_ids" or "answer"')
+                continue
+            wanted = {str(d) for d in docs} if isinstance(docs, list) else None
+            hits = {i for i, c in enumerate(data.chunks)
+                    if (wanted is None or c.doc_id in wanted) and (not answer or str(answer) in c.text)}
+            if not hits:
+                skip(number, "no chunk of the index matches its gold")
+                continue
+            queries.append(query)
+            relevant.append(hits)
+            groups.append(sorted(wanted)[0] if wanted else data.chunks[min(hits)].doc_id)
+    return queries, relevant, groups
+
+
+def cmd_tune_fusion(args: argparse.Namespace) -> int:
+    from retrieval.tune import tune
+
+    def go() -> int:
+        retriever = Retriever.open(args.index, secrets=env_secret)
+        if retriever.mode != "hybrid":
+            raise ValueError(f"{args.index} has no embeddings: there is nothing to fuse")
+        queries, relevant, groups = _labelled_queries(args.queries, retriever.data)
+        result = tune([retriever.rankings(q) for q in queries], relevant, groups, seed=args.seed)
+        current = retriever.fusion
+        out = result.to_dict()
+        out["current"] = current.name
+        better = result.judge[result.chosen.name] > result.judge[current.name]
+        out["better_than_current_on_judge"] = better
+        out["yaml"] = (f"retrieval:\n  fusion: {{method: {result.chosen.method}, "
+                       f"dense_weight: {result.chosen.dense_weight:g}}}")
+        print(json.dumps(out, ensure_ascii=False))
+        print(f"chosen on {result.choose_queries} queries: {result.chosen.name}; judged on the other "
+              f"{result.judge_queries}: nDCG@10 {result.judge[result.chosen.name]:.3f} against "
+              f"{result.judge[current.name]:.3f} for the index's current {current.name}", file=sys.stderr)
+        if args.write:
+            if not better:
+                print("not written: it does not beat the current setting on the judging half", file=sys.stderr)
+                return 0
+            data = retriever.data
+            config = data.config.model_copy(update={"fusion": result.chosen.method,
+                                                    "dense_weight": result.chosen.dense_weight})
+            write_index(args.index, IndexData(config, data.chunks, data.tokens, data.embeddings, data.terms,
+                                              data.doc_ids))
+            print(f"written to {args.index}'s manifest", file=sys.stderr)
+        return 0
+
+    return _run(go)
+
+
 def add_retrieval_parsers(sub: argparse._SubParsersAction) -> None:
     index = sub.add_parser("index", help="build or extend a retrieval index")
     isub = index.add_subparsers(dest="index_command", required=True)
@@ -164,9 +226,19 @@ def add_retrieval_parsers(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--rerank-model", default="bge-reranker-v2-m3")
             p.add_argument("--rerank-key-env", default=None, help="environment variable holding the endpoint's key")
             p.add_argument("--reranker-path", default=None, help="local bge-reranker-v2-m3 folder")
-            p.add_argument("--fusion", choices=["rrf", "minmax"], default="rrf")
-            p.add_argument("--dense-weight", type=float, default=0.5, help="dense share for --fusion minmax")
+            p.add_argument("--fusion", choices=["rrf", "minmax"], default=IndexConfig().fusion)
+            p.add_argument("--dense-weight", type=float, default=IndexConfig().dense_weight,
+                           help="dense share for --fusion minmax")
         p.set_defaults(func=func)
+    tune = isub.add_parser("tune-fusion", help="choose the index's fusion on labelled queries (half chooses, "
+                                               "half judges)")
+    tune.add_argument("--index", required=True, help="index folder (built with embeddings)")
+    tune.add_argument("--queries", required=True,
+                      help='JSON lines {"query", "gold_doc_ids": [...]} and/or {"query", "answer": "text"}')
+    tune.add_argument("--seed", type=int, default=0, help="seed of the split by gold document")
+    tune.add_argument("--write", action="store_true",
+                      help="store the chosen setting in the index's manifest if it wins on the judging half")
+    tune.set_defaults(func=cmd_tune_fusion)
 
     search = sub.add_parser("search", help='stdin {"id","query"} lines -> stdout {"id","results"} lines')
     search.add_argument("--index", required=True)

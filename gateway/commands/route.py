@@ -16,6 +16,7 @@ from gateway.settings import ConfigError, RouterConfig, load_settings
 from router.calibrate import share_above, threshold_for_share
 from router.decide import Thresholds, decide
 from router.learned import LearnedScorer
+from router.train import DEFAULT_C, DEFAULT_MAX_NGRAMS, TRANSFER
 from textkit.jsonl import read_jsonl
 
 
@@ -105,7 +106,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         data = load_labelled(args.data)
-        model = train(data, c=args.c, max_ngrams=args.max_ngrams)
+        recipe = dict(TRANSFER) if args.recipe == "transfer" else \
+            {"c": args.c, "max_ngrams": args.max_ngrams, "correction": args.correction}
+        model = train(data, **recipe)
     except (OSError, ValueError) as exc:
         print(f"qroute route train: {exc}", file=sys.stderr)
         return 2
@@ -158,6 +161,14 @@ def add_route_parser(sub: argparse._SubParsersAction) -> None:
     train = rsub.add_parser("train", help="train the complexity model on labelled outcomes")
     train.add_argument("--data", nargs="+", required=True, help='JSON lines {"id","messages","weak","strong"}')
     train.add_argument("--out", default="router-model.json.gz")
-    train.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength")
-    train.add_argument("--max-ngrams", type=int, default=20000)
+    train.add_argument("--c", type=float, default=DEFAULT_C, help="inverse regularisation strength")
+    train.add_argument("--max-ngrams", type=int, default=DEFAULT_MAX_NGRAMS,
+                       help="character n-grams (0: none; wording helps on a deployment's own traffic, "
+                            "it did not transfer to unseen sources)")
+    train.add_argument("--correction", type=float, default=None,
+                       help="a length prior plus the learned model shrunk to this weight (0: length only); "
+                            "default: the learned model alone, for a deployment's own traffic")
+    train.add_argument("--recipe", choices=("transfer",), default=None,
+                       help=f"transfer: the bundled model's recipe {TRANSFER}, chosen by leaving one labelled "
+                            "file out, for data unlike the traffic to route (replaces --c/--max-ngrams/--correction)")
     train.set_defaults(func=_guarded(cmd_train))
