@@ -38,6 +38,7 @@ from gateway.errors import (
 from gateway.limits import Limiter
 from gateway.metrics import Recorder, build_recorder
 from gateway.model_slot import ModelSlot
+from gateway.passthrough import COMPLETION_FIELDS, OPENAI_FIELDS
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.rag import Grounding, RagService
 from gateway.redis_link import RedisLink
@@ -55,6 +56,9 @@ from gateway.upstreams.thinking import needs_streamed_upstream, normalize_comple
 from router.decide import Thresholds
 from router.routes import CLOUD, LOCAL, LOCAL_THINK, Route
 from textkit.conversation import full_text, has_images
+
+# What /v1/completions forwards besides a backend's pass-through list.
+_COMPLETION_OPENAI = frozenset(CompletionRequest.model_fields) | COMPLETION_FIELDS | OPENAI_FIELDS
 
 log = logging.getLogger("qroute.pipeline")
 COMPLETIONS_PATH = "/completions"
@@ -249,7 +253,9 @@ class Gateway:
         self._decide(state, request.model, [{"role": "user", "content": prompt}], needs)
 
         async def call(backend: Backend, route: Route) -> Answer:
-            body = {**data, "model": backend.upstream.adapter.model}
+            adapter = backend.upstream.adapter
+            body = {k: v for k, v in data.items() if k in _COMPLETION_OPENAI or k in adapter.passthrough}
+            body["model"] = adapter.model
             if request.stream:
                 body["stream_options"] = {"include_usage": True}  # for the cost; hidden again if not asked
                 return None, await prime(backend.upstream, body, backend.timeouts.first_token_s, state.request_id,

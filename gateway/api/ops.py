@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.auth import check_key
+from gateway.auth import check_key, key_matches, presented_key
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.protocol import ModelCard, ModelList
 
@@ -45,10 +45,17 @@ async def healthz() -> JSONResponse:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when at least one backend is reachable with its breaker not open."""
+    """Ready when at least one backend is reachable with its breaker not open. Without a key only
+    each backend's state is shown; its model, URL, load and replicas need the admin key (probes
+    need no key, and upstream addresses are nobody else's business)."""
     upstreams = await request.app.state.gateway.readiness()
     ready = any(u["reachable"] and u["breaker"] != "open" for u in upstreams.values())
+    if not key_matches(presented_key(request), request.app.state.admin_keys):
+        upstreams = {name: {k: u[k] for k in _PUBLIC_STATE} for name, u in upstreams.items()}
     return JSONResponse({"ready": ready, "upstreams": upstreams}, status_code=200 if ready else 503)
+
+
+_PUBLIC_STATE = ("reachable", "breaker")
 
 
 @router.get("/metrics")
