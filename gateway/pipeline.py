@@ -168,7 +168,7 @@ class Gateway:
         await self._admit(state)
         # Scored on the client's own messages: the ask's complexity, not the context's length.
         needs = Needs(vision=has_images(data["messages"]), n=(request.n or 1) > 1)
-        self._decide(state, request.model, data["messages"], needs)
+        await self._decide(state, request.model, data["messages"], needs)
         grounding = None
         if self.rag.wanted(request.rag, state.rag_header, state.client_key):
             retrieval_started = time.perf_counter()
@@ -250,7 +250,7 @@ class Gateway:
         await self._admit(state)
         prompt = request.prompt_text()
         needs = Needs(completions=True, n=(request.n or 1) > 1)
-        self._decide(state, request.model, [{"role": "user", "content": prompt}], needs)
+        await self._decide(state, request.model, [{"role": "user", "content": prompt}], needs)
 
         async def call(backend: Backend, route: Route) -> Answer:
             adapter = backend.upstream.adapter
@@ -270,9 +270,12 @@ class Gateway:
         state.ticket = await self.limiter.admit(state.client_key, state.request_id)
         state.priority = self.limiter.priority_for(state.client_key, state.priority_header)
 
-    def _decide(self, state: RequestState, model: str, messages: list[dict[str, Any]], needs: Needs) -> None:
+    async def _decide(self, state: RequestState, model: str, messages: list[dict[str, Any]], needs: Needs) -> None:
         started = time.perf_counter()
-        decision = self.resolver.resolve(model, messages, needs)
+        if state.large_body:  # scoring grows with the text: off the event loop, as the parsing was
+            decision = await asyncio.to_thread(self.resolver.resolve, model, messages, needs)
+        else:
+            decision = self.resolver.resolve(model, messages, needs)
         state.scoring_s = time.perf_counter() - started
         if decision.reason.startswith("auto:"):
             backend = self.settings.routes[decision.route].backend

@@ -21,6 +21,7 @@ async def chat_completions(request: Request) -> Response:
     gateway = request.app.state.gateway
     check_key(request, request.app.state.client_keys)
     raw = await read_body(request, gateway.settings.server.max_body_bytes)
+    state.large_body = len(raw) > request.app.state.input_limits.offload_bytes
     chat, data = await parse_chat_request(raw, request.app.state.input_limits)
     outcome = await gateway.handle_chat(chat, data, state)
     headers = headers_for(state, outcome)

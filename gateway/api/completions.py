@@ -22,6 +22,7 @@ async def completions(request: Request) -> Response:
     gateway = request.app.state.gateway
     check_key(request, request.app.state.client_keys)
     raw = await read_body(request, gateway.settings.server.max_body_bytes)
+    state.large_body = len(raw) > request.app.state.input_limits.offload_bytes
     completion, data = await parse_completion_request(raw, request.app.state.input_limits)
     outcome = await gateway.handle_completion(completion, data, state)
     headers = headers_for(state, outcome)

@@ -72,6 +72,7 @@ async def create_response(request: Request) -> Response:
     gateway = request.app.state.gateway
     check_key(request, request.app.state.client_keys)
     raw = await read_body(request, gateway.settings.server.max_body_bytes)
+    state.large_body = len(raw) > request.app.state.input_limits.offload_bytes
     parsed = await off_loop(_parsed, raw, request.app.state.input_limits)
     store = response_store(request.app)
     owner = owner_of(state.client_key)
