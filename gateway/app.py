@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from gateway.api import admin, chat, completions, embeddings, ops
+from gateway.api import admin, chat, completions, embeddings, openapi, ops
 from gateway.api import responses as responses_api
 from gateway.api.input_limits import InputLimits
 from gateway.api.keep_connection import KeepConnection
@@ -64,6 +64,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(embeddings.router)
     app.include_router(admin.router)
     app.include_router(responses_api.router)
+    app.include_router(openapi.router)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
