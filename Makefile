@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo tools test test-repeat lint bench bench-router bench-retrieval bench-rag bench-capacity train-router test-vllm test-flag test-clients clean
+.PHONY: setup demo tools test test-repeat lint bench bench-router bench-retrieval bench-rag bench-capacity bench-fuzz bench-soak train-router test-vllm test-flag test-clients clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -60,6 +60,16 @@ bench-rag: $(STAMP)
 # endpoint: make bench-capacity ARGS="--base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen3-8B --max-ttft-p95 0.5"
 bench-capacity: $(STAMP)
 	$(BIN)/python benchmarks/capacity.py $(ARGS)
+
+# Schema fuzzing (docs/reliability.md): schemathesis from /openapi.json against `qroute serve` on the simulator,
+# EXAMPLES valid and invalid requests per operation; benchmarks/results/fuzz.*; fails on any 5xx or non-OpenAI error.
+bench-fuzz: $(STAMP)
+	$(BIN)/python benchmarks/fuzz.py --examples $(or $(EXAMPLES),300)
+
+# Soak (docs/reliability.md): MINUTES (default 10) at 100 concurrent through two replicas with faults injected;
+# benchmarks/results/soak.*; fails on any unexpected error or RSS growth of 10 % or more.
+bench-soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --minutes $(or $(MINUTES),10) $(ARGS)
 
 # Rebuild the bundled router model from the shared labelled data.
 train-router: $(STAMP)

@@ -52,7 +52,13 @@ class Stack:
         self.sim: subprocess.Popen[bytes] | None = None
         self.logs: list[Any] = []
         self.config_path = workdir / "qroute.yaml"
-        self.config_path.write_text(yaml.safe_dump(self._config(config or {})), encoding="utf-8")
+        self.write_config(self._config(config or {}))
+
+    def config(self) -> dict[str, Any]:
+        return dict(yaml.safe_load(self.config_path.read_text(encoding="utf-8")))
+
+    def write_config(self, cfg: dict[str, Any]) -> None:
+        self.config_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
 
     def _config(self, overrides: dict[str, Any]) -> dict[str, Any]:
         cfg = yaml.safe_load((ROOT / "deploy" / "qroute.example.yaml").read_text())
@@ -71,10 +77,13 @@ class Stack:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env={**os.environ, "DASHSCOPE_API_KEY": "sk-sim"})
 
-    def start_sim(self) -> None:
-        self.sim = self._spawn([sys.executable, "-m", "gateway.cli", "sim", "--local-port", str(self.local_port),
+    def start_sim(self, local: bool = True) -> None:
+        """Both simulated upstreams; with local=False the local one is left to the caller (its port
+        stays free here) and only the cloud is served."""
+        local_port = self.local_port if local else free_port()
+        self.sim = self._spawn([sys.executable, "-m", "gateway.cli", "sim", "--local-port", str(local_port),
                                 "--cloud-port", str(self.cloud_port), *self.sim_args], "sim.log")
-        wait_http(f"http://127.0.0.1:{self.local_port}/health")
+        wait_http(f"http://127.0.0.1:{local_port}/health")
         wait_http(f"http://127.0.0.1:{self.cloud_port}/health")
 
     def stop_sim(self) -> None:
@@ -86,8 +95,8 @@ class Stack:
                 self.sim.kill()
             self.sim = None
 
-    def start(self) -> None:
-        self.start_sim()
+    def start(self, local_sim: bool = True) -> None:
+        self.start_sim(local_sim)
         for i, port in enumerate(self.ports):
             self.gateways.append(self._spawn([sys.executable, "-m", "gateway.cli", "serve", "--config",
                                               str(self.config_path), "--port", str(port)], f"gateway-{i}.log"))
