@@ -58,13 +58,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._in_headers = False
         self._header_bytes = 0
+        self._raw_header_bytes = 0
         self._header_count = 0
         self._rejection: tuple[int, str, str] | None = None
 
     # --- the header deadline ---------------------------------------------------------------------
     def _headers_begin(self) -> None:
         self._in_headers = True
-        self._header_bytes = self._header_count = 0
+        self._header_bytes = self._header_count = self._raw_header_bytes = 0
         self._cancel_timer()
         self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._headers_timed_out)
 
@@ -120,16 +121,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def data_received(self, data: bytes) -> None:
-        if self._in_headers and self._header_bytes + len(data) > 2 * self.limits.max_header_bytes:
-            # Headers still incomplete after this much: one endless line the parser buffers whole.
-            self._reply(*self._too_large_reply())
-            return
         super().data_received(data)
-
-    def _too_large_reply(self) -> tuple[int, str, str]:
-        self._too_large("headers are")
-        assert self._rejection is not None
-        return self._rejection
+        if not self._in_headers:
+            return
+        # Headers still incomplete after all of this chunk: count it whole, so that one endless line
+        # (which the parser buffers without calling back) is caught too.
+        self._raw_header_bytes += len(data)
+        if self._raw_header_bytes > self.limits.max_header_bytes:
+            self._too_large("headers are")
+            assert self._rejection is not None
+            self._reply(*self._rejection)
 
     # --- answers ---------------------------------------------------------------------------------
     def send_400_response(self, msg: str) -> None:
