@@ -6,11 +6,11 @@ Clients send streamed and non-streamed chat requests (models auto, local and clo
 over the replicas, while faults are injected on a schedule (fractions of the run):
 
     0.20-0.30  local upstream answers 30 % of requests with 500     (errors -> fallback to the cloud)
-    0.40-0.50  local upstream hangs streams after 2 tokens          (idle timeout, then the cloud)
+    0.40-0.50  local upstream hangs streams after 2 tokens          (idle timeout: an error event)
     0.60-0.70  local upstream process down, then started again      (connection refused, breaker)
 
 An error is *expected* when it is an OpenAI-shaped upstream error (upstream_*, 502/503/504, or the
-same in a stream's error event) that started inside a fault window or up to 15 s after it (a
+same in a stream's error event) that started inside a fault window or up to 25 s after it (a
 breaker's reset time plus a request's timeouts); everything else is *unexpected*: a 500, an error
 outside the windows, a connection failure to the gateway, a body not in OpenAI's shape, a stream
 that ends without `[DONE]`. Memory: each gateway's RSS after the warm-up (the first 10 % of the run,
@@ -48,7 +48,7 @@ from benchmarks.stack import KEY, RESULTS, Stack, rss_mib, wait_http  # noqa: E4
 from simulator.harness import free_port  # noqa: E402
 
 CONCURRENCY = 100
-GRACE_S = 15.0
+GRACE_S = 25.0  # after a fault ends: a breaker's reset plus a request's timeouts
 PROMPTS = ["What is 2 + 2?", "Summarise continuous batching in one sentence.",
            "Explain, step by step, why the sky is blue, and compare Rayleigh and Mie scattering.",
            "写一首关于春天的短诗。", "List three uses of a hash map."]
@@ -59,8 +59,9 @@ FAULTS = [
     ("local hangs streams", 0.40, 0.50, {"hang_after_tokens": 2}, {"hang_after_tokens": -1}),
     ("local down and back", 0.60, 0.70, None, None),
 ]
-# Gateway timeouts for the run: a hung stream is cut after idle_s, not 30 s.
-TIMEOUTS = {"connect_s": 1.0, "first_token_s": 3.0, "idle_s": 2.0, "total_s": 30.0}
+# Gateway timeouts for the run: a hung stream is cut after idle_s, not 30 s. Not tighter: on a 2-core host
+# shared with the load generator, a healthy stream can pause for over 2 s at 100 concurrent.
+TIMEOUTS = {"connect_s": 1.0, "first_token_s": 10.0, "idle_s": 5.0, "total_s": 60.0}
 EXPECTED_STATUSES = {502, 503, 504}
 
 
@@ -219,10 +220,13 @@ def summarise(outcomes: list[Outcome], elapsed: float, rss: dict[int, list[tuple
     calm = [o.latency_s for o in outcomes if o.error is None and not windows.covers(o.started)]
     unexpected: dict[str, int] = {}
     expected: dict[str, int] = {}
+    unexpected_at: list[str] = []  # when the first unexpected ones began, to line them up with the faults
     for o in outcomes:
         if o.error is not None:
             bucket = expected if o.expected else unexpected
             bucket[o.error] = bucket.get(o.error, 0) + 1
+            if not o.expected and len(unexpected_at) < 20:
+                unexpected_at.append(f"{o.started:.0f} s: {o.error} after {o.latency_s:.1f} s")
     memory = []
     for i, samples in enumerate(rss.values()):
         start = next((m for t, m in samples if t >= warmup), samples[0][1])
@@ -236,7 +240,7 @@ def summarise(outcomes: list[Outcome], elapsed: float, rss: dict[int, list[tuple
         "p50_ms": round(pct(latencies, 50) * 1000, 1), "p99_ms": round(pct(latencies, 99) * 1000, 1),
         "calm_p50_ms": round(pct(calm, 50) * 1000, 1), "calm_p99_ms": round(pct(calm, 99) * 1000, 1),
         "ok": len(latencies), "expected_errors": expected, "unexpected_errors": unexpected,
-        "faults": fault_log, "memory": memory, "rss_start_after_s": round(warmup, 1),
+        "faults": fault_log, "unexpected_first": unexpected_at, "memory": memory, "rss_start_after_s": round(warmup, 1),
     }
 
 
@@ -264,6 +268,8 @@ def markdown(result: dict[str, Any], minutes: float) -> str:
               "Expected errors: " + (", ".join(f"{k}: {v}" for k, v in result["expected_errors"].items()) or "none"),
               "", "Unexpected errors: " + (", ".join(f"{k}: {v}" for k, v in result["unexpected_errors"].items())
                                           or "none")]
+    if result["unexpected_first"]:
+        lines += ["", "First unexpected errors (start time, error, duration): " + "; ".join(result["unexpected_first"])]
     return "\n".join(lines) + "\n"
 
 

@@ -68,6 +68,14 @@ class ChatTemplateKwargs(BaseModel):
     enable_thinking: bool | None = None
 
 
+class CacheOptions(BaseModel):
+    """qroute's opt-out of the response cache (gateway/cache.py); never forwarded."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    no_cache: bool = Field(False, alias="no-cache")
+    no_store: bool = Field(False, alias="no-store")
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
@@ -90,6 +98,7 @@ class ChatCompletionRequest(BaseModel):
     enable_thinking: bool | None = None
     chat_template_kwargs: ChatTemplateKwargs | None = None
     rag: bool | None = None  # qroute: ground the answer in the company index
+    cache: CacheOptions | None = None  # qroute: {"no-cache": true} and/or {"no-store": true}
 
     @field_validator("stop")
     @classmethod

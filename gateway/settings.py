@@ -34,7 +34,7 @@ class ServerConfig(Strict):
     replica_id: str | None = None  # how this replica signs shared changes (audit); default host:pid
     # Input bounds (docs/reliability.md): deeper JSON, or more messages, is a 400 before any other work.
     max_json_depth: int = Field(64, ge=4, le=200)  # orjson serialises at most 254 levels
-    max_messages: int = Field(2048, ge=1)  # per chat request (OpenAI's limit), and items per /v1/responses input
+    max_messages: int = Field(2048, ge=1)  # per chat request, and items per /v1/responses input
     offload_body_bytes: int = Field(64 * 1024, ge=0)  # larger bodies are parsed in a worker thread, off the loop
     # The HTTP layer (`qroute serve`): a connection must finish its request headers within
     # header_timeout_s of its first byte, in at most max_header_bytes and max_headers lines, else it

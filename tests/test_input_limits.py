@@ -171,7 +171,7 @@ def test_too_many_messages_is_400(make_gateway, local_sim):
     assert gw.http.post(CHAT, json={"model": "local", "messages": user() * 10}).status_code == 200
 
 
-def test_default_message_cap_is_openais_2048():
+def test_default_message_cap_is_2048():
     from gateway.settings import ServerConfig
 
     assert ServerConfig().max_messages == 2048
@@ -261,3 +261,11 @@ def test_big_bodies_do_not_stall_small_requests(make_gateway):
     # Before: each 60,000-message body held the event loop ~0.3 s and the small request's p50 went from
     # about 1 ms to over a second. Generous: the machine is shared and the clients run in this process.
     assert loaded < max(0.25, 50 * alone), (alone, loaded, sent)
+
+
+def test_the_gateways_own_cache_field_is_checked_and_never_forwarded(gateway, local_sim):
+    r = gateway.http.post(CHAT, json={"model": "local", "messages": user(), "cache": {"no-store": True}})
+    assert r.status_code == 200, r.text
+    assert "cache" not in local_sim[0].received[-1]["body"]
+    bad = gateway.http.post(CHAT, json={"model": "local", "messages": user(), "cache": {"no-store": "yes"}})
+    assert _err(bad)["param"] == "cache.no-store"

@@ -20,7 +20,7 @@ from gateway.upstreams.thinking import apply_thinking
 # Fields the gateway handles itself and never forwards as they came.
 _GATEWAY_FIELDS = frozenset(
     {"model", "messages", "stream", "stream_options", "enable_thinking", "reasoning_effort",
-     "chat_template_kwargs", "rag"}
+     "chat_template_kwargs", "rag", "cache"}
 )
 
 
