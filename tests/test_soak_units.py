@@ -23,6 +23,8 @@ def test_internal_errors_and_unshaped_bodies_are_never_expected():
 def test_windows_cover_the_fault_and_its_grace():
     w = Windows([(10.0, 20.0)])
     assert w.covers(10) and w.covers(20 + GRACE_S) and not w.covers(9.9) and not w.covers(20.1 + GRACE_S)
+    assert w.covers(9.5, 15.0)  # in flight when the fault began
+    assert not w.covers(5.0, 9.9)
 
 
 def test_targets_missed_on_memory_growth_or_unexpected_errors():
