@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo tools test test-repeat lint bench bench-router bench-retrieval bench-rag bench-capacity train-router test-vllm test-flag test-clients clean
+.PHONY: setup demo tools test test-repeat lint bench bench-router bench-retrieval bench-rag bench-capacity bench-fuzz bench-soak train-router test-vllm test-flag test-clients clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -65,6 +65,16 @@ bench-capacity: $(STAMP)
 # router/train.py's defaults, chosen by leaving one file out: make bench-router).
 ROUTER_DATA := mmlu_gpt4_vs_mixtral.jsonl routerarena_gemini_vs_haiku.jsonl qwen25_7b_vs_72b_math_l5.jsonl \
   qwen25_7b_vs_72b_crux.jsonl qwen15_7b_vs_72b_mmlupro.jsonl gaokao_zh_gpt35_vs_gpt4.jsonl
+
+# Schema fuzzing (docs/reliability.md): schemathesis from /openapi.json against `qroute serve` on the simulator,
+# EXAMPLES valid and invalid requests per operation; benchmarks/results/fuzz.*; fails on any 5xx or non-OpenAI error.
+bench-fuzz: $(STAMP)
+	$(BIN)/python benchmarks/fuzz.py --examples $(or $(EXAMPLES),300)
+
+# Soak (docs/reliability.md): MINUTES (default 10) at 100 concurrent through two replicas with faults injected;
+# benchmarks/results/soak.*; fails on any unexpected error or RSS growth of 10 % or more.
+bench-soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --minutes $(or $(MINUTES),10) $(ARGS)
 train-router: $(STAMP)
 	$(BIN)/qroute route train --recipe transfer --out router/artifacts/complexity.json.gz \
 	  --data $(addprefix ../shared/data/router/,$(ROUTER_DATA))

@@ -11,8 +11,10 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from gateway.api import admin, chat, completions, embeddings, ops
+from gateway.api import admin, chat, completions, embeddings, openapi, ops
 from gateway.api import responses as responses_api
+from gateway.api.input_limits import InputLimits
+from gateway.api.keep_connection import KeepConnection
 from gateway.context import headers_for, request_state
 from gateway.embeddings import EmbeddingsService
 from gateway.errors import GatewayError, InvalidRequest
@@ -52,8 +54,12 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
             embedders.close()
             gw.metrics.process_exiting()
 
-    app = FastAPI(title="qroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # No trailing-slash redirects: their Location was built from the client's Host header; a path
+    # that is not served is a 404 in OpenAI's shape instead.
+    app = FastAPI(title="qroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  redirect_slashes=False)
     app.state.gateway = gw
+    app.state.input_limits = InputLimits.of(settings)
     app.state.embeddings = embedders
     app.state.client_keys = settings.client_keys()
     app.state.admin_keys = settings.admin_keys()
@@ -66,6 +72,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(embeddings.router)
     app.include_router(admin.router)
     app.include_router(responses_api.router)
+    app.include_router(openapi.router)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
@@ -77,7 +84,10 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         err = InvalidRequest(str(exc.detail), code="not_found" if exc.status_code == 404 else "http_error",
                              status=exc.status_code)
-        return error_response(request, err)
+        response = error_response(request, err)
+        if exc.headers:  # 405's Allow, above all
+            response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -85,6 +95,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
         err = GatewayError("The server had an error while processing your request.")
         return error_response(request, err)
 
+    app.add_middleware(KeepConnection)
     return app
 
 

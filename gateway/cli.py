@@ -40,12 +40,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"qroute: invalid configuration: {exc}", file=sys.stderr)
         return 2
     options: dict[str, Any] = {
-        "host": host, "port": port, "log_level": settings.server.log_level, "loop": "uvloop", "http": "httptools",
-        "access_log": settings.server.log_level == "debug", "timeout_keep_alive": 30,
-        "timeout_graceful_shutdown": settings.server.shutdown_grace_s}
+        "host": host, "port": port, "log_level": settings.server.log_level, "loop": "uvloop",
+        "access_log": settings.server.log_level == "debug",
+        "timeout_graceful_shutdown": settings.server.shutdown_grace_s, **server_options(settings)}
     if args.workers <= 1:
         uvicorn.run(app, **options)
         return 0
+    # Worker processes import the protocol by name and read its limits from their config file.
+    options["http"] = "gateway.http_protocol:WorkerHttpProtocol"
     uneven = [f"{name} {cfg.max_concurrent}" for name, cfg in settings.backends.items()
               if cfg.max_concurrent is not None and cfg.max_concurrent % args.workers]
     if uneven:
@@ -55,6 +57,14 @@ def _serve(args: argparse.Namespace) -> int:
     with worker_environment(Path(args.config).resolve(), settings.metrics.multiproc_dir, port, args.workers):
         uvicorn.run("gateway.app:app_from_environment", factory=True, workers=args.workers, **options)
     return 0
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn options from `server:`: the bounded HTTP protocol (header deadline and limits,
+    OpenAI-shaped errors) and the keep-alive timeout. Tests start servers with the same."""
+    from gateway.http_protocol import HttpLimits, protocol_class
+
+    return {"http": protocol_class(HttpLimits.of(settings.server)), "timeout_keep_alive": settings.server.keep_alive_s}
 
 
 @contextlib.contextmanager

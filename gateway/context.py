@@ -71,6 +71,7 @@ class RequestState:
     shadow_data: dict[str, Any] | None = None  # picked for shadow labelling: the request as sent upstream
     answer_text: str | None = None  # the client's answer's text, kept only for shadow labelling
     finished: bool = False
+    large_body: bool = False  # over server.offload_body_bytes: per-request work that grows with it runs in a thread
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

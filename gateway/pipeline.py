@@ -39,6 +39,7 @@ from gateway.errors import (
 from gateway.limits import Limiter
 from gateway.metrics import Recorder, build_recorder
 from gateway.model_slot import ModelSlot
+from gateway.passthrough import COMPLETION_FIELDS, OPENAI_FIELDS
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.rag import Grounding, RagService
 from gateway.redis_link import RedisLink
@@ -56,6 +57,9 @@ from gateway.upstreams.thinking import needs_streamed_upstream, normalize_comple
 from router.decide import Thresholds
 from router.routes import CLOUD, LOCAL, LOCAL_THINK, Route
 from textkit.conversation import full_text, has_images
+
+# What /v1/completions forwards besides a backend's pass-through list.
+_COMPLETION_OPENAI = frozenset(CompletionRequest.model_fields) | COMPLETION_FIELDS | OPENAI_FIELDS
 
 log = logging.getLogger("qroute.pipeline")
 COMPLETIONS_PATH = "/completions"
@@ -174,7 +178,7 @@ class Gateway:
         await self._admit(state)
         # Scored on the client's own messages: the ask's complexity, not the context's length.
         needs = Needs(vision=has_images(data["messages"]), n=(request.n or 1) > 1)
-        self._decide(state, request.model, data["messages"], needs)
+        await self._decide(state, request.model, data["messages"], needs)
         grounding = None
         if self.rag.wanted(request.rag, state.rag_header, state.client_key):
             retrieval_started = time.perf_counter()
@@ -256,10 +260,12 @@ class Gateway:
         await self._admit(state)
         prompt = request.prompt_text()
         needs = Needs(completions=True, n=(request.n or 1) > 1)
-        self._decide(state, request.model, [{"role": "user", "content": prompt}], needs)
+        await self._decide(state, request.model, [{"role": "user", "content": prompt}], needs)
 
         async def call(backend: Backend, route: Route) -> Answer:
-            body = {**data, "model": backend.upstream.adapter.model}
+            adapter = backend.upstream.adapter
+            body = {k: v for k, v in data.items() if k in _COMPLETION_OPENAI or k in adapter.passthrough}
+            body["model"] = adapter.model
             if request.stream:
                 body["stream_options"] = {"include_usage": True}  # for the cost; hidden again if not asked
                 return None, await prime(backend.upstream, body, backend.timeouts.first_token_s, state.request_id,
@@ -274,9 +280,12 @@ class Gateway:
         state.ticket = await self.limiter.admit(state.client_key, state.request_id)
         state.priority = self.limiter.priority_for(state.client_key, state.priority_header)
 
-    def _decide(self, state: RequestState, model: str, messages: list[dict[str, Any]], needs: Needs) -> None:
+    async def _decide(self, state: RequestState, model: str, messages: list[dict[str, Any]], needs: Needs) -> None:
         started = time.perf_counter()
-        decision = self.resolver.resolve(model, messages, needs)
+        if state.large_body:  # scoring grows with the text: off the event loop, as the parsing was
+            decision = await asyncio.to_thread(self.resolver.resolve, model, messages, needs)
+        else:
+            decision = self.resolver.resolve(model, messages, needs)
         state.scoring_s = time.perf_counter() - started
         if decision.reason.startswith("auto:"):
             backend = self.settings.routes[decision.route].backend

@@ -1,40 +1,83 @@
 """OpenAI wire models: the requests the gateway accepts and the bodies it builds itself.
 
-Unknown top-level request fields are kept (extra="allow") and passed upstream, so vLLM or
-DashScope options such as `top_k` or `repetition_penalty` still work; known fields are validated
-so a bad value is a 400 naming the field, not an upstream 500. Parsing bytes into these models
-lives in gateway/api/body.py.
+Unknown top-level request fields are kept (extra="allow") and checked against each backend's
+pass-through allow-list (gateway/passthrough.py), so vLLM or DashScope options such as `top_k` or
+`repetition_penalty` still work; known fields are validated strictly (JSON types only: "false" is
+not a boolean, "0.5" not a number) so what is forwarded is exactly what was validated, and a bad
+value is a 400 naming the field, not an upstream 500. Parsing bytes into these models lives in
+gateway/api/body.py; content parts are checked in gateway/api/parts.py.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+)
+
+# What a content part may be, for the OpenAPI schema; gateway/api/parts.py validates them.
+_URL = {"type": "object", "properties": {"url": {"type": "string", "minLength": 1}}, "required": ["url"]}
+CONTENT_PART_SCHEMAS: list[dict[str, Any]] = [
+    {"type": "object", "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+     "required": ["type", "text"]},
+    {"type": "object", "properties": {"type": {"const": "image_url"}, "image_url": _URL},
+     "required": ["type", "image_url"]},
+    {"type": "object", "properties": {"type": {"const": "input_audio"}, "input_audio": {
+        "type": "object", "properties": {"data": {"type": "string"}, "format": {"type": "string"}},
+        "required": ["data", "format"]}}, "required": ["type", "input_audio"]},
+    {"type": "object", "properties": {"type": {"const": "file"}, "file": {"type": "object"}},
+     "required": ["type", "file"]},
+    {"type": "object", "properties": {"type": {"const": "refusal"}, "refusal": {"type": "string"}},
+     "required": ["type", "refusal"]},
+]
+_CONTENT_SCHEMA = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"anyOf": CONTENT_PART_SCHEMAS}},
+                             {"type": "null"}]}
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: Annotated[str | list[Any] | None, WithJsonSchema(_CONTENT_SCHEMA)] = None  # parts: api/parts.py
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     include_usage: bool = False
 
 
 class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     type: Literal["text", "json_object", "json_schema"]
 
 
+class ChatTemplateKwargs(BaseModel):
+    """vLLM's chat template variables: passed through, but the thinking switch must be a real boolean."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    enable_thinking: bool | None = None
+
+
+class CacheOptions(BaseModel):
+    """qroute's opt-out of the response cache (gateway/cache.py); never forwarded."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    no_cache: bool = Field(False, alias="no-cache")
+    no_store: bool = Field(False, alias="no-store")
+
+
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
@@ -53,8 +96,9 @@ class ChatCompletionRequest(BaseModel):
     # Every value the openai SDK sends; none/minimal turn Qwen3's thinking off, the others on.
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     enable_thinking: bool | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
+    chat_template_kwargs: ChatTemplateKwargs | None = None
     rag: bool | None = None  # qroute: ground the answer in the company index
+    cache: CacheOptions | None = None  # qroute: {"no-cache": true} and/or {"no-store": true}
 
     @field_validator("stop")
     @classmethod
@@ -67,7 +111,7 @@ class ChatCompletionRequest(BaseModel):
 class CompletionRequest(BaseModel):
     """The legacy POST /v1/completions, as vLLM serves it: passed through, fields validated."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1)
     prompt: str | list[str] | list[int] | list[list[int]]

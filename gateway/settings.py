@@ -35,6 +35,17 @@ class ServerConfig(Strict):
     # On SIGTERM: new connections are refused at once, requests in flight get this long to finish, then
     # they are cancelled (their upstream requests with them) and the process exits.
     shutdown_grace_s: float = Field(30.0, gt=0)
+    # Input bounds (docs/reliability.md): deeper JSON, or more messages, is a 400 before any other work.
+    max_json_depth: int = Field(64, ge=4, le=200)  # orjson serialises at most 254 levels
+    max_messages: int = Field(2048, ge=1)  # per chat request, and items per /v1/responses input
+    offload_body_bytes: int = Field(64 * 1024, ge=0)  # larger bodies are parsed in a worker thread, off the loop
+    # The HTTP layer (`qroute serve`): a connection must finish its request headers within
+    # header_timeout_s of its first byte, in at most max_header_bytes and max_headers lines, else it
+    # gets 408/431 and is closed (idle keep-alive connections close after keep_alive_s).
+    header_timeout_s: float = Field(10.0, gt=0)
+    max_header_bytes: int = Field(32 * 1024, ge=1024)
+    max_headers: int = Field(100, ge=8)
+    keep_alive_s: float = Field(30.0, gt=0)
 
 
 class AuthConfig(Strict):
@@ -115,6 +126,10 @@ class BackendConfig(Strict):
     # vLLM's Prometheus endpoint, read for spill-over (vllm:num_requests_waiting); default for
     # hosted_vllm: /metrics at each base URL's root. "" turns the reading off.
     metrics_url: str | None = None
+    # Request fields beyond OpenAI's forwarded to this backend; None: the provider's default list
+    # (gateway/passthrough.py: vLLM's sampling extras such as top_k, min_p, repetition_penalty;
+    # DashScope's top_k, repetition_penalty, thinking_budget). A field no backend allows is a 400.
+    passthrough: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]] | None = None
     # Resolved from api_key_env at load time; never logged, never echoed.
     api_key: SecretStr | None = Field(None, exclude=True)
 

@@ -22,10 +22,10 @@ def free_port() -> int:
 class ServerThread:
     """`with ServerThread(app) as server:` serves `app` on `server.base` until the block ends."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, **options: Any) -> None:
         self.port = port or free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                loop="asyncio", lifespan="on", timeout_graceful_shutdown=1)
+                                loop="asyncio", lifespan="on", timeout_graceful_shutdown=1, **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.conftest import user
+from tests.conftest import ADMIN_KEY, user
 from tests.fakes import FakeUpstream, answer_frames, completion, local_backend, send_frames, send_json
 from tests.test_metrics import scrape, value
 
@@ -19,7 +19,8 @@ def sse(r: httpx.Response) -> list[str]:
 
 
 def readyz(gw) -> dict:
-    return httpx.get(f"{gw.base}/readyz", timeout=10).json()
+    """With the admin key: the configuration error is shown to operators only."""
+    return httpx.get(f"{gw.base}/readyz", timeout=10, headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
 
 
 # --- gzip ---------------------------------------------------------------------------------------
@@ -116,7 +117,7 @@ def test_an_upstream_refusing_the_gateways_key_is_an_operator_error(make_gateway
         gw = make_gateway(backends=backends)
         raw = gw.client.chat.completions.with_raw_response.create(model="local", messages=user())
         assert raw.headers["x-qroute-attempts"] == f"local:{status},cloud:ok"  # fell back
-        gw_one = make_gateway(backends=backends, fallback={"max_attempts": 1})
+        gw_one = make_gateway(backends=backends, fallback={"max_attempts": 1}, auth={"admin_keys": [ADMIN_KEY]})
         r = gw_one.http.post(CHAT, json={"model": "local", "messages": user()})
         assert r.status_code == 502
         err = r.json()["error"]
@@ -130,13 +131,16 @@ def test_an_upstream_refusing_the_gateways_key_is_an_operator_error(make_gateway
 
 def test_a_wrong_served_model_name_is_an_operator_error_and_falls_back(make_gateway, local_sim, cloud_sim):
     gw = make_gateway(backends={"vllm-local": {"provider": "hosted_vllm", "model": "Qwen/Not-Served",
-                                               "api_base": f"{local_sim[1].base}/v1"}})
+                                               "api_base": f"{local_sim[1].base}/v1"}},
+                      auth={"admin_keys": [ADMIN_KEY]})
     raw = gw.client.chat.completions.with_raw_response.create(model="local", messages=user())
     assert raw.headers["x-qroute-attempts"] == "local:404,cloud:ok"
     body = readyz(gw)
     assert body["ready"] is True  # the cloud still serves
     assert body["upstreams"]["vllm-local"]["accepting"] is False
     assert "Qwen/Not-Served" in body["upstreams"]["vllm-local"]["config_error"]
+    public = httpx.get(f"{gw.base}/readyz", timeout=10).json()["upstreams"]["vllm-local"]
+    assert public["accepting"] is False and "config_error" not in public and "model" not in public
     samples = scrape(gw)
     assert value(samples, "qroute_upstream_misconfigured_total", backend="vllm-local", status="404") == 1
     assert value(samples, "qroute_upstream_failures_total", backend="vllm-local", blame="config",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import free_port
+from tests.conftest import ADMIN_KEY, free_port
 
 
 def test_models_list_in_openai_shape(gateway):
@@ -21,8 +21,8 @@ def test_healthz_needs_no_key(gateway):
 
 
 def test_readyz_reports_each_upstream(make_gateway, local_sim, cloud_sim):
-    gateway = make_gateway()  # its own breakers: no earlier test's failures in the counts
-    r = httpx.get(f"{gateway.base}/readyz")
+    gateway = make_gateway(auth={"admin_keys": [ADMIN_KEY]})  # its own breakers: no earlier failures counted
+    r = httpx.get(f"{gateway.base}/readyz", headers={"authorization": f"Bearer {ADMIN_KEY}"})
     body = r.json()
     assert r.status_code == 200 and body["ready"] is True
     spill = body["upstreams"]["vllm-local"].pop("spill")  # the local backend can spill to the cloud
@@ -34,6 +34,16 @@ def test_readyz_reports_each_upstream(make_gateway, local_sim, cloud_sim):
     }
     assert body["upstreams"]["dashscope"]["api_base"] == f"{cloud_sim[1].base}/v1"
     assert "api_key" not in r.text
+
+
+def test_readyz_without_the_admin_key_shows_states_only(make_gateway, local_sim):
+    gateway = make_gateway(auth={"admin_keys": [ADMIN_KEY]})
+    for headers in ({}, {"authorization": "Bearer sk-test-client"}, {"authorization": "Bearer wrong"}):
+        r = httpx.get(f"{gateway.base}/readyz", headers=headers)
+        assert r.status_code == 200
+        assert r.json()["upstreams"] == {"vllm-local": {"reachable": True, "breaker": "closed"},
+                                         "dashscope": {"reachable": True, "breaker": "closed"}}
+        assert local_sim[1].base not in r.text and "Qwen" not in r.text
 
 
 def test_readyz_is_503_when_no_upstream_answers(make_gateway):

@@ -1,19 +1,33 @@
-"""Reading a request body: the size limit (declared or streamed), JSON, and the wire models."""
+"""Reading a request body: the size limit (declared or streamed), JSON, its depth, and the wire models.
+
+Work that grows with the body (parsing, validating thousands of messages) runs in a worker thread
+for bodies over `server.offload_body_bytes`, so one big request does not stall every other
+request's event loop; smaller bodies are parsed in place (a thread hop costs more than they do).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 
+from gateway.api.input_limits import InputLimits, check_depth, check_message_count, too_deep
+from gateway.api.parts import check_message_parts
 from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.passthrough import COMPLETION_FIELDS, check_extras
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 _chat_adapter = TypeAdapter(ChatCompletionRequest)
 _completion_adapter = TypeAdapter(CompletionRequest)
+_CHAT_FIELDS = frozenset(ChatCompletionRequest.model_fields)
+# The legacy API's OpenAI fields the model does not declare (forwarded to vLLM as they are).
+_COMPLETION_FIELDS = frozenset(CompletionRequest.model_fields) | COMPLETION_FIELDS
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -29,14 +43,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def json_object(raw: bytes) -> dict[str, Any]:
+def json_object(raw: bytes, max_depth: int = InputLimits.max_depth) -> dict[str, Any]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if any(word in str(exc).lower() for word in ("depth", "recursion")):  # orjson's own limit (1,024)
+            raise too_deep(max_depth) from None
         raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}",
                              code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    check_depth(data, max_depth)
     return data
 
 
@@ -57,12 +74,39 @@ def validate(adapter: TypeAdapter[M], data: dict[str, Any]) -> M:
         raise InvalidRequest(f"Invalid value for '{param}': {first['msg']}", param=param) from None
 
 
-def parse_chat_request(raw: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
-    """Validate the body; return the model and the raw dict (what is forwarded upstream)."""
-    data = json_object(raw)
-    return validate(_chat_adapter, data), data
+async def off_loop(work: Callable[[bytes, InputLimits], T], raw: bytes, limits: InputLimits) -> T:
+    """Run `work` in a worker thread when the body is big, else here."""
+    if len(raw) > limits.offload_bytes:
+        return await asyncio.to_thread(work, raw, limits)
+    return work(raw, limits)
 
 
-def parse_completion_request(raw: bytes) -> tuple[CompletionRequest, dict[str, Any]]:
-    data = json_object(raw)
-    return validate(_completion_adapter, data), data
+def chat_request(raw: bytes, limits: InputLimits) -> tuple[ChatCompletionRequest, dict[str, Any]]:
+    """Validate the body; return the model and the raw dict (what is forwarded upstream): strict
+    types make the two agree, and unknown fields are checked against the pass-through lists."""
+    data = json_object(raw, limits.max_depth)
+    check_message_count(data, limits.max_messages)
+    chat = validate(_chat_adapter, data)
+    check_message_parts(data["messages"])
+    check_extras(data, _CHAT_FIELDS, limits.extras)
+    return chat, data
+
+
+def completion_request(raw: bytes, limits: InputLimits) -> tuple[CompletionRequest, dict[str, Any]]:
+    data = json_object(raw, limits.max_depth)
+    completion = validate(_completion_adapter, data)
+    check_extras(data, _COMPLETION_FIELDS, limits.extras)
+    return completion, data
+
+
+async def parse_chat_request(raw: bytes, limits: InputLimits) -> tuple[ChatCompletionRequest, dict[str, Any]]:
+    return await off_loop(chat_request, raw, limits)
+
+
+async def parse_completion_request(raw: bytes, limits: InputLimits) -> tuple[CompletionRequest, dict[str, Any]]:
+    return await off_loop(completion_request, raw, limits)
+
+
+async def parse_json_object(raw: bytes, limits: InputLimits) -> dict[str, Any]:
+    """Just the JSON object, depth-checked (the Responses and embeddings APIs validate their own)."""
+    return await off_loop(lambda r, lim: json_object(r, lim.max_depth), raw, limits)

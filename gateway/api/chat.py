@@ -21,7 +21,9 @@ async def chat_completions(request: Request) -> Response:
     state.chat = True
     gateway = request.app.state.gateway
     check_key(request, request.app.state.client_keys)
-    chat, data = parse_chat_request(await read_body(request, gateway.settings.server.max_body_bytes))
+    raw = await read_body(request, gateway.settings.server.max_body_bytes)
+    state.large_body = len(raw) > request.app.state.input_limits.offload_bytes
+    chat, data = await parse_chat_request(raw, request.app.state.input_limits)
     outcome = await unless_client_leaves(request, gateway.handle_chat(chat, data, state))
     headers = headers_for(state, outcome)
     if outcome.frames is not None:

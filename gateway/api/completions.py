@@ -22,7 +22,9 @@ async def completions(request: Request) -> Response:
     state.chat = True
     gateway = request.app.state.gateway
     check_key(request, request.app.state.client_keys)
-    completion, data = parse_completion_request(await read_body(request, gateway.settings.server.max_body_bytes))
+    raw = await read_body(request, gateway.settings.server.max_body_bytes)
+    state.large_body = len(raw) > request.app.state.input_limits.offload_bytes
+    completion, data = await parse_completion_request(raw, request.app.state.input_limits)
     outcome = await unless_client_leaves(request, gateway.handle_completion(completion, data, state))
     headers = headers_for(state, outcome)
     if outcome.frames is not None:

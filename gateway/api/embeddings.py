@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from pydantic import TypeAdapter
 from starlette.responses import Response
 
-from gateway.api.body import json_object, read_body, validate
+from gateway.api.body import parse_json_object, read_body, validate
 from gateway.auth import check_key
 from gateway.context import request_state
 from gateway.embeddings import EmbeddingsRequest, EmbeddingsService
@@ -22,6 +22,7 @@ async def create_embeddings(request: Request) -> Response:
     with service.recording() as record:
         check_key(request, request.app.state.client_keys)
         raw = await read_body(request, request.app.state.gateway.settings.server.max_body_bytes)
-        answer = await service.embed(validate(_request, json_object(raw)), record)
+        data = await parse_json_object(raw, request.app.state.input_limits)
+        answer = await service.embed(validate(_request, data), record)
     headers = {"x-request-id": state.request_id, "x-qroute-model": answer.model}
     return Response(answer.body, media_type="application/json", headers=headers)

@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.auth import check_key
+from gateway.auth import check_key, key_matches, presented_key
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.protocol import ModelCard, ModelList
 
@@ -47,10 +47,17 @@ async def healthz() -> JSONResponse:
 async def readyz(request: Request) -> JSONResponse:
     """Ready when at least one backend is reachable and would take a request now: its breaker lets one
     through (not open, no half-open trial out), no configuration error seen since it last answered, and
-    a free connection in its pool."""
+    a free connection in its pool. Without the admin key only each backend's state is shown; its model,
+    URL, configuration error and replicas need the key (upstream addresses are nobody else's business)."""
     upstreams = await request.app.state.gateway.readiness()
     ready = any(u["reachable"] and u["accepting"] for u in upstreams.values())
+    if not key_matches(presented_key(request), request.app.state.admin_keys):
+        upstreams = {name: {k: u[k] for k in _PUBLIC_STATE if k in u} for name, u in upstreams.items()}
     return JSONResponse({"ready": ready, "upstreams": upstreams}, status_code=200 if ready else 503)
+
+
+_PUBLIC_STATE = ("reachable", "breaker", "accepting", "consecutive_failures", "in_flight", "trial_in_flight",
+                 "pool_full", "spilling")
 
 
 @router.get("/metrics")

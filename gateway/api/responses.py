@@ -10,12 +10,13 @@ import orjson
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
-from gateway.api.body import json_object, read_body
+from gateway.api.body import json_object, off_loop, read_body
+from gateway.api.input_limits import InputLimits, check_message_count
 from gateway.auth import check_key
 from gateway.context import headers_for, request_state
 from gateway.disconnect import unless_client_leaves
 from gateway.responses.events import Keep, response_events
-from gateway.responses.protocol import parse_request
+from gateway.responses.protocol import ParsedRequest, parse_request
 from gateway.responses.store import (
     MemoryResponseStore,
     ResponseStore,
@@ -59,13 +60,21 @@ def _keeper(store: ResponseStore, call: ChatCall, owner: str | None) -> Keep:
     return keep
 
 
+def _parsed(raw: bytes, limits: InputLimits) -> ParsedRequest:
+    data = json_object(raw, limits.max_depth)
+    check_message_count(data, limits.max_messages, field="input")
+    return parse_request(data)
+
+
 @router.post("/v1/responses")
 async def create_response(request: Request) -> Response:
     state = request_state(request)
     state.chat = True
     gateway = request.app.state.gateway
     check_key(request, request.app.state.client_keys)
-    parsed = parse_request(json_object(await read_body(request, gateway.settings.server.max_body_bytes)))
+    raw = await read_body(request, gateway.settings.server.max_body_bytes)
+    state.large_body = len(raw) > request.app.state.input_limits.offload_bytes
+    parsed = await off_loop(_parsed, raw, request.app.state.input_limits)
     store = response_store(request.app)
     owner = owner_of(state.client_key)
     previous = parsed.request.previous_response_id

@@ -12,14 +12,19 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.passthrough import OPENAI_FIELDS, allowed_for
+from gateway.protocol import ChatCompletionRequest
 from gateway.settings import BackendConfig
 from gateway.upstreams.thinking import apply_thinking
 
 # Fields the gateway handles itself and never forwards as they came.
 _GATEWAY_FIELDS = frozenset(
     {"model", "messages", "stream", "stream_options", "enable_thinking", "reasoning_effort",
-     "chat_template_kwargs", "rag"}
+     "chat_template_kwargs", "rag", "cache"}
 )
+
+
+_DECLARED = frozenset(ChatCompletionRequest.model_fields)
 
 
 def import_litellm() -> Any:
@@ -41,6 +46,7 @@ class ProviderAdapter:
     headers: dict[str, str]
     supported: frozenset[str]
     config: Any = field(repr=False)
+    passthrough: frozenset[str] = frozenset()  # non-OpenAI fields this backend is sent (gateway/passthrough.py)
     api_key: str | None = field(default=None, repr=False)
 
     @property
@@ -50,8 +56,9 @@ class ProviderAdapter:
     def build_body(self, data: dict[str, Any], thinking: bool, stream: bool) -> dict[str, Any]:
         """The upstream request body for this provider.
 
-        Standard OpenAI parameters go through LiteLLM's mapping for the provider; unknown
-        extras (vLLM's `top_k`, DashScope's `top_k`, ...) pass through unchanged. Usage is
+        Standard OpenAI parameters go through LiteLLM's mapping for the provider; other OpenAI
+        fields, and extras on this backend's pass-through list (vLLM's `top_k`, DashScope's
+        `top_k`, ...), pass through unchanged; any other extra is left out. Usage is
         always requested on streams so cost can be recorded; the gateway strips it again if
         the client did not ask.
         """
@@ -60,7 +67,10 @@ class ProviderAdapter:
         for key, value in data.items():
             if key in _GATEWAY_FIELDS or value is None:
                 continue
-            (standard if key in self.supported else extras)[key] = value
+            if key in self.supported:
+                standard[key] = value
+            elif key in self.passthrough or key in OPENAI_FIELDS or key in _DECLARED:
+                extras[key] = value
         optional = self.config.map_openai_params(standard, {}, self.model, True)
         body = self.config.transform_request(self.model, data["messages"], optional, {}, {})
         body.update(extras)
@@ -103,5 +113,5 @@ def resolve_adapter(name: str, cfg: BackendConfig, base: str | None = None) -> P
     return ProviderAdapter(
         backend=name, provider=provider, model=cfg.model, api_base=api_base.rstrip("/"), url=url,
         headers={k.lower(): v for k, v in headers.items()}, supported=supported, config=config,
-        api_key=api_key,
+        api_key=api_key, passthrough=allowed_for(cfg),
     )
