@@ -46,23 +46,15 @@ from gateway.limits import key_id
 from simulator.harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.stack import wait_http  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 KEY = "sk-bench"
 MESSAGES = [{"role": "user", "content": "Summarise the benefits of continuous batching in two sentences."}]
 GENEROUS_LIMITS = {"rpm": 10**7, "tpm": 10**9, "concurrent": 10**4, "budget_cny_per_day": 10**6}
 SEEDS = itertools.count(1)  # qroute-redis: a new seed per request, so each is a cache miss (a lookup and a write)
-
-
-def wait_http(url: str, timeout_s: float = 90.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception), urllib.request.urlopen(url, timeout=1) as resp:
-            if resp.status < 500:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up in {timeout_s:.0f} s")
 
 
 @dataclass
@@ -237,8 +229,8 @@ class Stack:
             self._spawn([litellm_cli, "--config", str(self._proxy_config()), "--host", "127.0.0.1",
                          "--port", str(self.proxy_port), "--num_workers", "1"], "litellm-proxy.log",
                         env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"})
-        wait_http(f"http://127.0.0.1:{self.local_port}/health")
-        wait_http(f"http://127.0.0.1:{self.qroute_port}/healthz")
+        wait_http(f"http://127.0.0.1:{self.local_port}/health", timeout_s=90)
+        wait_http(f"http://127.0.0.1:{self.qroute_port}/healthz", timeout_s=90)
         wait_http(f"http://127.0.0.1:{self.qroute_litellm_port}/healthz")
         wait_http(f"http://127.0.0.1:{self.no_metrics_port}/healthz")
         if self.with_redis:
