@@ -17,6 +17,8 @@ from starlette.requests import Request
 
 from gateway.api.input_limits import InputLimits, check_depth, check_message_count, too_deep
 from gateway.api.parts import check_message_parts
+from gateway.auth import check_key
+from gateway.context import RequestState, request_state
 from gateway.errors import InvalidRequest, PayloadTooLarge
 from gateway.passthrough import COMPLETION_FIELDS, check_extras
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
@@ -110,3 +112,15 @@ async def parse_completion_request(raw: bytes, limits: InputLimits) -> tuple[Com
 async def parse_json_object(raw: bytes, limits: InputLimits) -> dict[str, Any]:
     """Just the JSON object, depth-checked (the Responses and embeddings APIs validate their own)."""
     return await off_loop(lambda r, lim: json_object(r, lim.max_depth), raw, limits)
+
+
+async def admitted_body(request: Request) -> tuple[RequestState, bytes]:
+    """What every generation endpoint does first: count it as a generation request, check the client
+    key (401), read the body within the limit (413), and note whether it is big enough to parse off
+    the event loop."""
+    state = request_state(request)
+    state.chat = True
+    check_key(request, request.app.state.client_keys)
+    raw = await read_body(request, request.app.state.gateway.settings.server.max_body_bytes)
+    state.large_body = len(raw) > request.app.state.input_limits.offload_bytes
+    return state, raw

@@ -6,9 +6,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from gateway.api.body import parse_chat_request, read_body
-from gateway.auth import check_key
-from gateway.context import headers_for, request_state
+from gateway.api.body import admitted_body, parse_chat_request
+from gateway.context import headers_for
 from gateway.disconnect import unless_client_leaves
 from gateway.streaming import JSONAnswer, SSEResponse
 
@@ -17,12 +16,8 @@ router = APIRouter()
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
-    state = request_state(request)
-    state.chat = True
+    state, raw = await admitted_body(request)
     gateway = request.app.state.gateway
-    check_key(request, request.app.state.client_keys)
-    raw = await read_body(request, gateway.settings.server.max_body_bytes)
-    state.large_body = len(raw) > request.app.state.input_limits.offload_bytes
     chat, data = await parse_chat_request(raw, request.app.state.input_limits)
     outcome = await unless_client_leaves(request, gateway.handle_chat(chat, data, state))
     headers = headers_for(state, outcome)

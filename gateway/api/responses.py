@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
-from gateway.api.body import json_object, off_loop, read_body
+from gateway.api.body import admitted_body, json_object, off_loop
 from gateway.api.input_limits import InputLimits, check_message_count
 from gateway.auth import check_key
 from gateway.context import headers_for, request_state
@@ -68,12 +68,8 @@ def _parsed(raw: bytes, limits: InputLimits) -> ParsedRequest:
 
 @router.post("/v1/responses")
 async def create_response(request: Request) -> Response:
-    state = request_state(request)
-    state.chat = True
+    state, raw = await admitted_body(request)
     gateway = request.app.state.gateway
-    check_key(request, request.app.state.client_keys)
-    raw = await read_body(request, gateway.settings.server.max_body_bytes)
-    state.large_body = len(raw) > request.app.state.input_limits.offload_bytes
     parsed = await off_loop(_parsed, raw, request.app.state.input_limits)
     store = response_store(request.app)
     owner = owner_of(state.client_key)
