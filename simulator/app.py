@@ -201,29 +201,40 @@ class SimulatedUpstream:
         await _json(send, 200, self.behaviour.as_dict())
 
     # --- chat ------------------------------------------------------------------------------
-    async def _chat(self, scope: Scope, raw: bytes, receive: Any, send: Any) -> None:
+    async def _accepted(self, scope: Scope, raw: bytes, send: Any,
+                        extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Count, parse and record a generation request; None once it has been answered with an error
+        (not JSON, a model not served, or a simulated failure)."""
         b = self.behaviour
         self.stats["requests"] += 1
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             await self._error(send, 400, "Invalid JSON body")
-            return
+            return None
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         record = {"body": body, "authorization": "present" if "authorization" in headers else "absent",
-                  "x-request-id": headers.get("x-request-id"), "outcome": "started"}
+                  "x-request-id": headers.get("x-request-id"), "outcome": "started", **(extra or {})}
         self.received.append(record)
         model = body.get("model", "")
         if not b.serves(model):
             await self._error(send, 404, f"The model `{model}` does not exist.", param="model")
-            return
+            return None
         if b.should_fail(raw):
             self.stats["errors"] += 1
             record["outcome"] = "error"
             retry_after = b.retry_after_s if b.error_status == 429 and b.retry_after_s > 0 else None
             await self._error(send, b.error_status, f"simulated upstream failure ({b.error_status})",
                               retry_after=retry_after)
+            return None
+        return body, record
+
+    async def _chat(self, scope: Scope, raw: bytes, receive: Any, send: Any) -> None:
+        b = self.behaviour
+        accepted = await self._accepted(scope, raw, send)
+        if accepted is None:
             return
+        body, record = accepted
         stream = bool(body.get("stream"))
         thinking = b.thinking_for(body)
         if b.flavour == "dashscope" and thinking and not stream:
@@ -240,23 +251,10 @@ class SimulatedUpstream:
     async def _text_completion(self, scope: Scope, raw: bytes, receive: Any, send: Any) -> None:
         """vLLM's legacy /v1/completions: the same words as chat, as `text`, streamed or not."""
         b = self.behaviour
-        self.stats["requests"] += 1
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            await self._error(send, 400, "Invalid JSON body")
+        accepted = await self._accepted(scope, raw, send, {"path": "/v1/completions"})
+        if accepted is None:
             return
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        record = {"body": body, "authorization": "present" if "authorization" in headers else "absent",
-                  "x-request-id": headers.get("x-request-id"), "outcome": "started", "path": "/v1/completions"}
-        self.received.append(record)
-        if not b.serves(body.get("model", "")):
-            await self._error(send, 404, f"The model `{body.get('model')}` does not exist.", param="model")
-            return
-        if b.should_fail(raw):
-            self.stats["errors"] += 1
-            await self._error(send, b.error_status, f"simulated upstream failure ({b.error_status})")
-            return
+        body, record = accepted
         words, finish = wire.answer_tokens(body, b)
         choices = wire.choices_asked(body)
         usage = wire.usage(wire.count_text_tokens(body.get("prompt")), len(words) * choices, 0)
