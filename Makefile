@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo tools test test-repeat lint bench bench-router bench-retrieval bench-rag bench-capacity bench-fuzz bench-soak train-router test-vllm test-flag test-clients clean
+.PHONY: setup demo tools test test-repeat lint bench bench-redis bench-router bench-retrieval bench-rag bench-capacity bench-fuzz bench-soak train-router test-vllm test-flag test-clients clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/overhead.py
+
+# One request's Redis work (admission script + cache lookup) by client: redis-py's pooled client against
+# the gateway's multiplexed connection (docs/operations.md#redis-on-the-request-path).
+bench-redis: $(STAMP) tools
+	$(BIN)/python benchmarks/redis_calls.py
 
 bench-router: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'

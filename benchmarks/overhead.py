@@ -6,7 +6,12 @@ Targets, all in front of the same zero-delay simulator (`qroute sim --zero-delay
   qroute-no-metrics  the same with `metrics.enabled: false`: what recording the metrics costs
   qroute-redis    the same as qroute plus Redis (a redis-server started here on a free port): per-key
                   limits for the bench key (generous, never refusing) and the response cache on, every
-                  request a cache miss (temperature 0, a new seed each): what shared state costs
+                  request a cache miss (temperature 0, a new seed each): what shared state costs. Far
+                  from its limits the key is admitted on the replica's view and misses are known from
+                  its index of stored answers (docs/operations.md#redis-on-the-request-path)
+  qroute-redis-exact  the same with `limits.local_admission_below: 0` and `cache.index_max_keys: 0`:
+                  every request waits for Redis's verdict and reads the cache there, as a key near one
+                  of its limits does
   qroute-litellm  `qroute serve` with `transport: litellm` (litellm.acompletion per call)
   litellm-proxy   LiteLLM's own proxy (`litellm --config`), the peer users would otherwise pick
 
@@ -153,6 +158,7 @@ class Stack:
         self.no_metrics_port = free_port()
         self.redis_port = free_port() if with_redis else 0
         self.qroute_redis_port = free_port()
+        self.qroute_redis_exact_port = free_port()
 
     def _spawn(self, args: list[str], log: str, env: dict[str, str] | None = None) -> None:
         out = open(self.workdir / log, "wb")
@@ -160,7 +166,7 @@ class Stack:
         self.procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                            env={**os.environ, **(env or {})}))
 
-    def _qroute_config(self, transport: str, metrics: bool = True, redis: bool = False) -> Path:
+    def _qroute_config(self, transport: str, metrics: bool = True, redis: bool = False, exact: bool = False) -> Path:
         cfg = yaml.safe_load((ROOT / "deploy" / "qroute.example.yaml").read_text())
         cfg["auth"] = {"api_keys": [KEY], "api_keys_env": None}
         cfg["server"]["log_level"] = "warning"
@@ -174,6 +180,10 @@ class Stack:
             cfg["limits"] = {"keys": {key_id(KEY): GENEROUS_LIMITS}}
             cfg["cache"] = {"enabled": True}
             name += "-redis"
+            if exact:
+                cfg["limits"]["local_admission_below"] = 0
+                cfg["cache"]["index_max_keys"] = 0
+                name += "-exact"
         path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         return path
@@ -224,6 +234,8 @@ class Stack:
             self._start_redis()
             self._spawn([qroute, "serve", "--config", str(self._qroute_config("direct", redis=True)),
                          "--port", str(self.qroute_redis_port)], "qroute-redis.log")
+            self._spawn([qroute, "serve", "--config", str(self._qroute_config("direct", redis=True, exact=True)),
+                         "--port", str(self.qroute_redis_exact_port)], "qroute-redis-exact.log")
         if self.with_proxy:
             litellm_cli = shutil.which("litellm", path=str(bin_dir)) or "litellm"
             self._spawn([litellm_cli, "--config", str(self._proxy_config()), "--host", "127.0.0.1",
@@ -235,6 +247,7 @@ class Stack:
         wait_http(f"http://127.0.0.1:{self.no_metrics_port}/healthz")
         if self.with_redis:
             wait_http(f"http://127.0.0.1:{self.qroute_redis_port}/healthz")
+            wait_http(f"http://127.0.0.1:{self.qroute_redis_exact_port}/healthz")
         if self.with_proxy:
             wait_http(f"http://127.0.0.1:{self.proxy_port}/health/liveliness", timeout_s=180)
 
@@ -252,6 +265,9 @@ class Stack:
         if self.with_redis:
             out.append(Target("qroute-redis", f"http://127.0.0.1:{self.qroute_redis_port}/v1/chat/completions",
                               "local", auth, cache_miss=True))
+            out.append(Target("qroute-redis-exact",
+                              f"http://127.0.0.1:{self.qroute_redis_exact_port}/v1/chat/completions", "local", auth,
+                              cache_miss=True))
         if self.with_proxy:
             out.append(Target("litellm-proxy", f"http://127.0.0.1:{self.proxy_port}/v1/chat/completions",
                               "local", auth))
@@ -284,10 +300,28 @@ def metrics_cost(seq: dict[str, list[Sample]]) -> dict[str, float]:
     return paired_cost(seq, "qroute", "qroute-no-metrics")
 
 
-def redis_cost(seq: dict[str, list[Sample]]) -> dict[str, float]:
+def redis_cost(seq: dict[str, list[Sample]], target: str = "qroute-redis") -> dict[str, float]:
     """What Redis costs (limits admitted and settled in Redis, a cache lookup and write per request,
-    streams not cached): qroute-redis minus qroute."""
-    return paired_cost(seq, "qroute-redis", "qroute")
+    streams not cached): qroute-redis (or qroute-redis-exact) minus qroute."""
+    return paired_cost(seq, target, "qroute")
+
+
+def redis_decisions(base_url: str) -> dict[str, float]:
+    """From the replica's /metrics: who decided its admissions (view, redis, process) and how many
+    cache misses its index decided, over the whole run."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("qroute_limit_admissions_total{"):
+            out["admitted_on_" + line.split('decided="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith(("qroute_cache_index_misses_total ", "qroute_cache_lookups_total{",
+                              "qroute_limit_view_overshoots_total ")):
+            name = line.rsplit(" ", 1)[0].replace("qroute_", "").replace('{result="', "_").replace('"}', "")
+            out[name] = float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def summarise(seq: dict[str, list[Sample]], conc: dict[str, tuple[float, list[Sample]]]) -> dict[str, Any]:
@@ -337,13 +371,25 @@ def markdown(results: dict[str, Any]) -> str:
                      f"differences qroute minus qroute-no-metrics ({cost['p50_difference_ms']:+.3f} ms between "
                      "their p50s); budget +0.1 ms.")
     for mode in ("non-streaming", "streaming"):
-        cost = results.get(f"{mode} redis cost")
-        if cost is not None:
+        for target, label in (("", "qroute-redis"), (" exact", "qroute-redis-exact")):
+            cost = results.get(f"{mode} redis{target} cost")
+            if cost is None:
+                continue
             what = "limits admitted and settled in Redis, a cache lookup and write per request" \
                 if mode == "non-streaming" else "limits admitted and settled in Redis; streams are not cached"
-            lines.append(f"Redis cost ({mode}): {cost['paired_median_ms']:+.3f} ms, the median of per-round "
-                         f"differences qroute-redis minus qroute ({what}; {cost['p50_difference_ms']:+.3f} ms "
-                         "between their p50s); budget +0.5 ms.")
+            if target:
+                what += ", every request waiting for Redis"
+            lines.append(f"Redis cost{target} ({mode}): {cost['paired_median_ms']:+.3f} ms, the median of per-round "
+                         f"differences {label} minus qroute ({what}; {cost['p50_difference_ms']:+.3f} ms "
+                         "between their p50s)" + ("; budget +0.5 ms." if not target else "."))
+    d = results.get("redis decisions")
+    if d:
+        lines += ["", "qroute-redis over the whole run (its /metrics): admissions decided on the replica's view "
+                  f"{d.get('admitted_on_view', 0):.0f}, by Redis {d.get('admitted_on_redis', 0):.0f}, on per-process "
+                  f"counters {d.get('admitted_on_process', 0):.0f}; "
+                  f"cache misses {d.get('cache_lookups_total_miss', 0):.0f}, "
+                  f"{d.get('cache_index_misses_total', 0):.0f} of them known from the index without asking Redis; "
+                  f"admissions on the view Redis would have refused: {d.get('limit_view_overshoots_total', 0):.0f}."]
     return "\n".join(lines)
 
 
@@ -365,6 +411,9 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         results[f"{mode} metrics cost"] = metrics_cost(seq)
         if "qroute-redis" in seq:
             results[f"{mode} redis cost"] = redis_cost(seq)
+            results[f"{mode} redis exact cost"] = redis_cost(seq, "qroute-redis-exact")
+    if stack.with_redis:
+        results["redis decisions"] = redis_decisions(f"http://127.0.0.1:{stack.qroute_redis_port}")
     return results
 
 
@@ -400,7 +449,9 @@ def main() -> int:
           f"p99 {qr['added_p99_ms']:.2f} ms (target <= 5); metrics add {cost:+.3f} ms (budget 0.1)")
     if "non-streaming redis cost" in results:
         print(f"Redis cost: {results['non-streaming redis cost']['paired_median_ms']:+.3f} ms non-streaming, "
-              f"{results['streaming redis cost']['paired_median_ms']:+.3f} ms streaming (budget +0.5 ms p50)")
+              f"{results['streaming redis cost']['paired_median_ms']:+.3f} ms streaming (budget +0.5 ms p50); "
+              f"every request waiting for Redis: {results['non-streaming redis exact cost']['paired_median_ms']:+.3f}"
+              f" / {results['streaming redis exact cost']['paired_median_ms']:+.3f} ms")
     return 0
 
 

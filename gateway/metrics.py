@@ -68,6 +68,8 @@ class Recorder(Protocol):
     def cache_lookup(self, result: str) -> None: ...
     def cache_saved(self, cny: float) -> None: ...
     def rate_limited(self, limit: str) -> None: ...
+    def limit_event(self, event: str) -> None: ...
+    def cache_index_miss(self) -> None: ...
     def upstream_failed(self, backend: str, blame: str, charged: bool) -> None: ...
     def upstream_misconfigured(self, backend: str, status: int) -> None: ...
     def pool_full(self, backend: str) -> None: ...
@@ -122,6 +124,12 @@ class NoMetrics:
         return None
 
     def rate_limited(self, limit: str) -> None:
+        return None
+
+    def limit_event(self, event: str) -> None:
+        return None
+
+    def cache_index_miss(self) -> None:
         return None
 
     def upstream_failed(self, backend: str, blame: str, charged: bool) -> None:
@@ -241,6 +249,16 @@ class Metrics:
         self.limited = Counter(
             "qroute_rate_limited", "Requests refused by a client key's limits, by limit: rpm, tpm, concurrent, "
             "budget.", ["limit"], registry=r)
+        self.limit_admissions = Counter(
+            "qroute_limit_admissions", "Admissions of limited keys by who decided: view (this replica, far from "
+            "the key's limits), redis (Redis's verdict, waited for), process (this process's counters: no "
+            "Redis).", ["decided"], registry=r)
+        self.limit_overshoots = Counter(
+            "qroute_limit_view_overshoots", "Admissions made on a replica's view that Redis would have refused "
+            "(other replicas used the rest of a limit within a second).", registry=r)
+        self.cache_index_misses = Counter(
+            "qroute_cache_index_misses", "Cache misses decided by this replica's index of stored answers, "
+            "without asking Redis (part of the misses in qroute_cache_lookups_total).", registry=r)
         self.upstream_failures = Counter(
             "qroute_upstream_failures", "Failed upstream attempts by whose fault (request, config, upstream, "
             "unsure) and whether the backend's breaker was charged.", ["backend", "blame", "charged"], registry=r)
@@ -283,6 +301,8 @@ class Metrics:
                     self.spill_active.labels(name).set(0)
         for limit in ("rpm", "tpm", "concurrent", "budget"):
             self.limited.labels(limit)
+        for decided in ("view", "redis", "process"):
+            self.limit_admissions.labels(decided)
         for name in settings.backends:
             self.pool_exhausted.labels(name)
 
@@ -420,6 +440,15 @@ class Metrics:
 
     def rate_limited(self, limit: str) -> None:
         self._child(self.limited, limit).inc()
+
+    def limit_event(self, event: str) -> None:
+        if event == "overshoot":
+            self.limit_overshoots.inc()
+        else:
+            self._child(self.limit_admissions, event).inc()
+
+    def cache_index_miss(self) -> None:
+        self.cache_index_misses.inc()
 
     def upstream_failed(self, backend: str, blame: str, charged: bool) -> None:
         self._child(self.upstream_failures, backend, blame, "true" if charged else "false").inc()

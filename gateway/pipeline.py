@@ -25,7 +25,7 @@ from gateway.accounting import StreamAccount, answer_text, attach_cost
 from gateway.admission import BackendOverloaded
 from gateway.aggregate import assemble
 from gateway.backends import Backend, build_backends
-from gateway.cache import CachedAnswer, ResponseCache, cache_key, policy_for
+from gateway.cache import CachedAnswer, CachePolicy, Prefetch, ResponseCache, cache_key, policy_for, request_digest
 from gateway.context import Attempt, RequestState, Served
 from gateway.cost import CostModel, TokenUsage
 from gateway.errors import (
@@ -36,7 +36,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.limits import Limiter
+from gateway.limits import Admitting, Limiter
 from gateway.metrics import Recorder, build_recorder
 from gateway.model_slot import ModelSlot
 from gateway.passthrough import COMPLETION_FIELDS, OPENAI_FIELDS
@@ -104,8 +104,8 @@ class Gateway:
         self.metrics.thresholds_changed(self.resolver.thresholds.current)
         self.replica = settings.server.replica_id or f"{socket.gethostname()}:{os.getpid()}"
         self.redis = RedisLink(settings.redis, on_state=self.metrics.redis_state, replica=self.replica)
-        self.limiter = Limiter(settings.limits, self.redis)
-        self.cache = ResponseCache(settings.cache, self.redis)
+        self.limiter = Limiter(settings.limits, self.redis, on_event=self.metrics.limit_event)
+        self.cache = ResponseCache(settings.cache, self.redis, on_index_miss=self.metrics.cache_index_miss)
         self.model = ModelSlot(self.resolver, settings.router.model_path)
         self.router_sync = RouterSync(self.resolver.thresholds, self.redis, self.replica,
                                       on_change=self.metrics.thresholds_changed, on_model=self.model.follow,
@@ -128,11 +128,14 @@ class Gateway:
             for backend in started:
                 await backend.upstream.close()
             raise
+        self.redis.warm()
         await self.router_sync.start()  # bounded: start-up never waits on Redis
+        await self.cache.index.start()
         await self.spill.start()
 
     async def close(self) -> None:
         await self.router_sync.close()
+        await self.cache.index.close()
         await self.spill.close()
         for task in list(self._background):
             task.cancel()
@@ -175,28 +178,41 @@ class Gateway:
     async def handle_chat(self, request: ChatCompletionRequest, data: dict[str, Any],
                           state: RequestState | None = None) -> ChatOutcome:
         state = state if state is not None else RequestState(request_id=uuid.uuid4().hex, chat=True)
-        await self._admit(state)
         # Scored on the client's own messages: the ask's complexity, not the context's length.
         needs = Needs(vision=has_images(data["messages"]), n=(request.n or 1) > 1)
-        await self._decide(state, request.model, data["messages"], needs)
+        explicit_thinking = requested_thinking(data)
+
+        def thinking_for(route: Route) -> bool:
+            return self.settings.routes[route].thinking if explicit_thinking is None else explicit_thinking
+
+        wants_rag = self.rag.wanted(request.rag, state.rag_header, state.client_key)
+        policy = policy_for(self.settings.cache, data, request.stream, state.cache_control)
+        # One write to Redis: the key's admission and, for a cacheable request that needs no retrieval,
+        # the cached answer of each route it may take. Redis answers while the request is scored.
+        with self.redis.batch():
+            admitting = self.limiter.start(state.client_key, state.request_id)
+            prefetch = self._prefetch(request.model, data, thinking_for) \
+                if policy is not None and policy.read and not wants_rag else None
+        try:
+            await self._admit_and_decide(state, admitting, request.model, data["messages"], needs)
+        except BaseException:
+            if prefetch is not None:
+                prefetch.abandon()
+            raise
         grounding = None
-        if self.rag.wanted(request.rag, state.rag_header, state.client_key):
+        if wants_rag:
             retrieval_started = time.perf_counter()
             try:
                 grounding = await self.rag.ground(data["messages"])
             finally:
                 state.retrieval_s = time.perf_counter() - retrieval_started
             data = {**data, "messages": grounding.messages}
-        explicit_thinking = requested_thinking(data)
         grounded = data
-
-        def thinking_for(route: Route) -> bool:
-            return self.settings.routes[route].thinking if explicit_thinking is None else explicit_thinking
 
         async def call(backend: Backend, route: Route) -> Answer:
             return await self._call(backend, request, grounded, thinking_for(route), state)
 
-        cached = await self._from_cache(state, request, data, thinking_for, grounding is not None)
+        cached = await self._from_cache(state, policy, prefetch, data, thinking_for, grounding is not None)
         if isinstance(cached, ChatOutcome):
             cached.grounding = grounding
             return cached
@@ -213,18 +229,31 @@ class Gateway:
             self._keep_in_cache(state, outcome, cached)
         return outcome
 
-    async def _from_cache(self, state: RequestState, request: ChatCompletionRequest, data: dict[str, Any],
-                          thinking_for: Callable[[Route], bool], grounded: bool) -> ChatOutcome | str | None:
+    def _cache_key(self, route: Route, thinking_for: Callable[[Route], bool], digest: str) -> str:
+        backend = self.backends[self.settings.routes[route].backend]
+        return cache_key(backend.name, backend.upstream.adapter.model, thinking_for(route), digest)
+
+    def _prefetch(self, model: str, data: dict[str, Any], thinking_for: Callable[[Route], bool]) -> Prefetch:
+        """Ask for the cached answer of every route this request may take, before it is scored."""
+        digest = request_digest(data, None)
+        keys = [self._cache_key(route, thinking_for, digest) for route in self.resolver.candidates(model)]
+        return self.cache.prefetch(list(dict.fromkeys(keys)), digest)
+
+    async def _from_cache(self, state: RequestState, policy: CachePolicy | None, prefetch: Prefetch | None,
+                          data: dict[str, Any], thinking_for: Callable[[Route], bool],
+                          grounded: bool) -> ChatOutcome | str | None:
         """A cached answer (a hit), the key to store this answer under (a miss), or None (not cached)."""
-        policy = policy_for(self.settings.cache, data, request.stream, state.cache_control)
         if policy is None:
             return None
         assert state.decision is not None
         route = state.decision.route
-        backend = self.backends[self.settings.routes[route].backend]
-        key = cache_key(backend.name, backend.upstream.adapter.model, thinking_for(route), data,
-                        self.rag.index_version if grounded else None)
-        hit = await self.cache.get(key) if policy.read else None
+        if prefetch is not None:
+            key = self._cache_key(route, thinking_for, prefetch.digest)
+            hit = await prefetch.answer(key)
+        else:  # grounded (the key covers the context), or not to be read
+            digest = request_digest(data, self.rag.index_version if grounded else None)
+            key = self._cache_key(route, thinking_for, digest)
+            hit = await self.cache.get(key) if policy.read else None
         self.metrics.cache_lookup("hit" if hit is not None else "miss")
         if hit is None:
             state.cache = "miss"
@@ -257,10 +286,10 @@ class Gateway:
         (vLLM does), passed through as it came, priced and recorded like chat."""
         state = state if state is not None else RequestState(request_id=uuid.uuid4().hex, chat=True)
         state.operation = "text_completion"
-        await self._admit(state)
         prompt = request.prompt_text()
         needs = Needs(completions=True, n=(request.n or 1) > 1)
-        await self._decide(state, request.model, [{"role": "user", "content": prompt}], needs)
+        admitting = self.limiter.start(state.client_key, state.request_id)
+        await self._admit_and_decide(state, admitting, request.model, [{"role": "user", "content": prompt}], needs)
 
         async def call(backend: Backend, route: Route) -> Answer:
             adapter = backend.upstream.adapter
@@ -275,18 +304,31 @@ class Gateway:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         return await self._serve(state, needs, call, include_usage, lambda: prompt)
 
-    async def _admit(self, state: RequestState) -> None:
-        """The key's limits (429 when over one) and its priority in admission queues."""
-        state.ticket = await self.limiter.admit(state.client_key, state.request_id)
+    async def _admit_and_decide(self, state: RequestState, admitting: Admitting | None, model: str,
+                                messages: list[dict[str, Any]], needs: Needs) -> None:
+        """The key's limits (429 when over one) and the route. The admission has been sent to Redis;
+        the request is scored while Redis answers. A refusal still wins over everything the scoring
+        may raise (an unknown model), as the limits come first, and nothing is placed on a route (spill
+        caps, metrics) for a refused request."""
+        try:
+            decision = await self._score(state, model, messages, needs)
+        finally:
+            state.ticket = await self.limiter.admitted(admitting)
         state.priority = self.limiter.priority_for(state.client_key, state.priority_header)
+        state.decision = self._spill_over(decision, needs)
 
-    async def _decide(self, state: RequestState, model: str, messages: list[dict[str, Any]], needs: Needs) -> None:
+    async def _score(self, state: RequestState, model: str, messages: list[dict[str, Any]],
+                     needs: Needs) -> RouteDecision:
         started = time.perf_counter()
         if state.large_body:  # scoring grows with the text: off the event loop, as the parsing was
             decision = await asyncio.to_thread(self.resolver.resolve, model, messages, needs)
         else:
             decision = self.resolver.resolve(model, messages, needs)
         state.scoring_s = time.perf_counter() - started
+        return decision
+
+    def _spill_over(self, decision: RouteDecision, needs: Needs) -> RouteDecision:
+        """`auto` traffic for a saturated local backend goes to the cloud while the caps allow."""
         if decision.reason.startswith("auto:"):
             backend = self.settings.routes[decision.route].backend
             if decision.route != CLOUD and self.spill.saturated(backend) and self.spill.allowed() \
@@ -294,7 +336,7 @@ class Gateway:
                 self.metrics.spilled(decision.route)
                 decision = RouteDecision(CLOUD, decision.score, "auto:spill")
             self.spill.record_decision(decision.route == CLOUD)
-        state.decision = decision
+        return decision
 
     async def _serve(self, state: RequestState, needs: Needs, call: Callable[[Backend, Route], Awaitable[Answer]],
                      include_usage: bool, prompt: Callable[[], str]) -> ChatOutcome:

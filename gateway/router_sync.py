@@ -22,6 +22,7 @@ import orjson
 
 from gateway.redis_link import RedisLink
 from gateway.router_state import ThresholdStore
+from gateway.tasks import stop
 from router.decide import Thresholds
 
 log = logging.getLogger("qroute.router")
@@ -60,10 +61,7 @@ class RouterSync:
         self._task = asyncio.create_task(self._follow())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await stop(self._task)
         await self._drop_pubsub()
 
     async def change(self, new: Thresholds, admin_id: str) -> str:

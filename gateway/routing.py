@@ -80,6 +80,15 @@ class RouteResolver:
     def backend_of(self, route: Route) -> BackendConfig:
         return self.settings.backends[self.settings.routes[route].backend]
 
+    def candidates(self, model: str) -> tuple[Route, ...]:
+        """The routes a request for `model` may end up on (none for an unknown model)."""
+        if model == AUTO:
+            return ROUTES
+        if model in ROUTES:
+            return (model,)
+        route = self._by_model.get(model)
+        return (route,) if route is not None else ()
+
     def can_serve(self, route: Route, needs: Needs) -> bool:
         return needs.unmet(self.backend_of(route)) is None
 

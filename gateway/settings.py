@@ -362,6 +362,9 @@ class RedisConfig(Strict):
     failure_threshold: int = Field(3, ge=1)  # consecutive failures that open Redis's breaker
     reset_after_s: float = Field(2.0, gt=0)  # then one probe call is let through
     prefix: str = Field("qroute", pattern=r"^[A-Za-z0-9_.:-]{1,40}$")  # several deployments on one Redis
+    # Bookkeeping nobody waits for (limits settled, answers stored, admissions made on a replica's own
+    # view) is written this long after it is due, many requests' in one write: never while a client reads.
+    write_behind_ms: float = Field(5.0, ge=0, le=1000)
 
 
 class Limit(Strict):
@@ -383,6 +386,10 @@ class LimitsConfig(Strict):
     day_utc_offset_hours: int = Field(0, ge=-12, le=14)  # when a budget's day starts (8: China time)
     # Keys (by id) trusted to set a request's priority with the `x-qroute-priority` header (-100..100).
     priority_header_keys: list[str] = Field(default_factory=list)
+    # With Redis: while a key has used at most this share of each of its limits (and Redis told this
+    # replica so within the last second), a request is admitted without waiting for Redis and recorded
+    # there just after; nearer a limit every request waits for Redis's verdict. 0: always wait.
+    local_admission_below: float = Field(0.5, ge=0, le=0.9)
 
     @model_validator(mode="after")
     def _key_ids(self) -> LimitsConfig:
@@ -398,6 +405,9 @@ class CacheConfig(Strict):
     enabled: bool = False
     ttl_s: float = Field(600.0, gt=0)
     max_entries: int = Field(10000, ge=1)  # the per-process cache used without Redis
+    # With Redis: keys of stored answers each replica keeps (about 160 bytes each), so that a miss is
+    # known without asking Redis; 0: every lookup asks Redis.
+    index_max_keys: int = Field(100_000, ge=0)
 
 
 class Settings(BaseSettings):

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.admission import Admission
 from gateway.settings import SpillConfig
+from gateway.tasks import stop
 
 log = logging.getLogger("qroute.spill")
 STALE_AFTER = 3  # polls without an answer before vLLM's queue is unknown
@@ -69,10 +70,7 @@ class VllmQueueReader:
             self._task = asyncio.create_task(self._poll())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
         if self._session is not None:
             await self._session.close()
 

@@ -24,10 +24,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.limits import key_id
 from simulator.app import SimulatedUpstream
 from simulator.behaviour import Behaviour
 from simulator.harness import ServerThread, free_port
-from tests.conftest import RunningGateway, config_dict, settings_from, start_gateway, user
+from tests.conftest import CLIENT_KEY, RunningGateway, config_dict, settings_from, start_gateway, user
 from tests.prometheus_server import (
     PROMETHEUS_CONFIG,
     RULE_FILES,
@@ -46,6 +47,7 @@ TARGETS = {"daily_spend_cny": 0.000001, "cloud_share": 0.9, "cloud_share_toleran
 # Alerts whose condition a short test cannot meet: their left-hand side must have data instead.
 LHS_ONLY = {"QrouteRouteLatencyHigh": "p95 latency over 30 s"}
 QUEUE = 8  # simulated vLLM requests waiting (the queue alert fires above 5)
+OVERSHOOT_KEY = "sk-test-overshoot"  # a key with an rpm limit that the test uses up behind the replica's back
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Stack:
     local: SimulatedUpstream
     cloud: SimulatedUpstream
     small: RunningGateway  # its local backend takes one request at a time and queues none
+    redis: RedisServer
 
 
 def build_index(folder: Path) -> Path:
@@ -120,6 +123,19 @@ def drive(stack: Stack) -> None:
         codes = sorted(pool.map(lambda _: stack.small.http.post(
             "/v1/chat/completions", json={"model": "local", "messages": user()}).status_code, range(2)))
     assert codes == [200, 503]
+    view_overshoot(stack)
+
+
+def view_overshoot(stack: Stack) -> None:
+    """A key far from its limit is admitted on the replica's view of its usage; meanwhile another
+    client uses up its limit in Redis: the next admission on the (still fresh) view is one Redis would
+    have refused, and is counted."""
+    headers = {"authorization": f"Bearer {OVERSHOOT_KEY}"}
+    body = {"model": "local", "messages": user()}
+    stack.gateway.http.post("/v1/chat/completions", json=body, headers=headers)  # Redis's verdict: a view
+    stack.redis.command("ZADD", f"qroute:lim:{{{key_id(OVERSHOOT_KEY)}}}:rpm",
+                        *[part for i in range(100) for part in ("1" + "0" * 15, f"elsewhere-{i}")])
+    stack.gateway.http.post("/v1/chat/completions", json=body, headers=headers)
 
 
 def shadow_settled(stack: Stack) -> None:
@@ -158,9 +174,13 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         exits.callback(redis.stop)
         main = gateway(ls.base, retrieval={"index": str(build_index(folder)), "top_k": 3},
                        redis={"url": redis.url}, cache={"enabled": True}, admission={"max_concurrent": 4},
+                       auth={"api_keys": [CLIENT_KEY, OVERSHOOT_KEY], "api_keys_env": None},
+                       limits={"keys": {key_id(OVERSHOOT_KEY): {"rpm": 100}}},
                        router={"state_file": None, "shadow": {"share": 1.0, "out": str(folder / "shadow.jsonl"),
                                                               "max_concurrent": 8}})
-        broken = gateway(f"http://127.0.0.1:{free_port()}", breaker={"failure_threshold": 1, "reset_after_s": 600})
+        # ... and its Redis is not there: it goes on without it (qroute_redis_up 0).
+        broken = gateway(f"http://127.0.0.1:{free_port()}", breaker={"failure_threshold": 1, "reset_after_s": 600},
+                         redis={"url": f"redis://127.0.0.1:{free_port()}/0"})
         slow = SimulatedUpstream(Behaviour.for_flavour("vllm", ttft_s=0.5, tokens_per_s=0))
         sl = exits.enter_context(ServerThread(slow))
         small = gateway(sl.base, admission={"max_concurrent": 1, "max_queue": 0}, spill={"enabled": False})
@@ -168,7 +188,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         config = scrape_config([hostport(main.base), hostport(broken.base), hostport(small.base), down],
                                [hostport(ls.base)])
         prom = exits.enter_context(PrometheusServer(config, RULE_FILES))
-        s = Stack(prom, main, broken, local, cloud, small)
+        s = Stack(prom, main, broken, local, cloud, small, redis)
         # Counters must be seen before and after the traffic, or their rates are empty or zero.
         prom.wait_for('count(up{job="qroute"} == 1) == 3', timeout=15)
         prom.wait_for('up{job="vllm"} == 1', timeout=15)

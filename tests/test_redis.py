@@ -3,6 +3,7 @@ thresholds (with an audit trail), per-key limits and budgets, and cached answers
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,3 +158,24 @@ def test_replicas_agree_again_after_redis_restarts_empty(local_sim, cloud_sim, r
         assert b"0.75" in redis.command("HGET", "qroute:router:current", "t2")
         with replica(tmp_path, cfg) as c:
             assert (httpx.get(f"{c}/admin/router", headers=ADMIN).json()["t1"]) == 0.55
+
+
+def test_far_from_its_limits_a_key_is_admitted_without_waiting_and_a_miss_without_a_read(local_sim, cloud_sim, redis,
+                                                                                        tmp_path):
+    """Generous limits and the cache on: once a replica has heard the key's usage from Redis, requests
+    are admitted on that view and recorded in Redis just after, and misses are known from the index
+    of stored answers; Redis still counts every request."""
+    generous = {"rpm": 10_000, "tpm": 10**8, "concurrent": 1_000, "budget_cny_per_day": 1_000}
+    cfg = shared_config(local_sim, cloud_sim, redis, tmp_path, limits={"keys": {key_id(CLIENT_KEY): generous}},
+                        cache={"enabled": True, "ttl_s": 60})
+    with replica(tmp_path, cfg) as a:
+        for n in range(12):
+            assert chat(a, temperature=0, seed=n).headers["x-qroute-cache"] == "miss"
+            time.sleep(0.02)  # the write-behind flush brings a fresh view
+        metrics = httpx.get(f"{a}/metrics").text
+    admitted = {kind: float(value) for kind, value in
+                re.findall(r'qroute_limit_admissions_total\{decided="(\w+)"\} ([\d.e+]+)', metrics)}
+    assert admitted["view"] >= 8 and admitted["redis"] >= 1 and admitted["process"] == 0, admitted
+    index_misses = float(re.search(r"qroute_cache_index_misses_total ([\d.e+]+)", metrics).group(1))
+    assert index_misses >= 8
+    assert re.match(rb":12\b", redis.command("ZCARD", f"qroute:lim:{{{key_id(CLIENT_KEY)}}}:rpm"))

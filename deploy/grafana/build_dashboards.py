@@ -344,6 +344,21 @@ def shared_state_rows(b: Board) -> None:
                [query("sum by (limit) (rate(qroute_rate_limited_total[$__rate_interval]))", "{{limit}}")],
                "reqps", width=7),
     )
+    b.add(
+        series("Key admissions by who decided (per second)", "view: a replica admitted on its own view of the "
+               "key's usage (far from its limits, no wait for Redis); redis: Redis's verdict was waited for (near "
+               "a limit); process: per-process counters (no Redis). Overshoots: admissions made on a view that "
+               "Redis would have refused (lower limits.local_admission_below if they persist).",
+               [query("sum by (decided) (rate(qroute_limit_admissions_total[$__rate_interval]))", "{{decided}}"),
+                query("sum(rate(qroute_limit_view_overshoots_total[$__rate_interval]))", "overshoots", "B")],
+               "reqps", width=12),
+        series("Cache misses known without asking Redis", "Share of cache misses the replicas' index of stored "
+               "answers decided on its own (the rest cost a round trip to Redis: the index was being rebuilt, "
+               "or the key had been stored).",
+               [query("sum(rate(qroute_cache_index_misses_total[$__rate_interval])) / "
+                      'sum(rate(qroute_cache_lookups_total{result="miss"}[$__rate_interval]))', "from the index")],
+               "percentunit", width=12),
+    )
 
 
 def learning_rows(b: Board) -> None:
