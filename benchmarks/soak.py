@@ -1,20 +1,23 @@
 """Soak: N minutes of mixed traffic at 100 concurrent through two gateway replicas, with faults.
 
-Two `qroute serve` processes share one config in front of simulated upstreams (`qroute sim`: the
-local vLLM in one process, the cloud in another, so the local one can be stopped and started).
-Clients send streamed and non-streamed chat requests (models auto, local and cloud), round-robin
-over the replicas, while faults are injected on a schedule (fractions of the run):
+Two `qroute serve` processes share one config and one Redis (per-key limits for the clients' key,
+generous enough never to refuse; the response cache on) in front of simulated upstreams (`qroute sim`:
+the local vLLM in one process, the cloud in another, so the local one can be stopped and started).
+Clients send streamed and non-streamed chat requests (models auto, local and cloud; a third of the
+non-streamed ones deterministic, so cached), round-robin over the replicas, while faults are injected
+on a schedule (fractions of the run):
 
     0.20-0.30  local upstream answers 30 % of requests with 500     (errors -> fallback to the cloud)
     0.40-0.50  local upstream hangs streams after 2 tokens          (idle timeout: an error event)
     0.60-0.70  local upstream process down, then started again      (connection refused, breaker)
+    0.80-0.90  Redis hangs (SIGSTOP), then dies and starts again empty on its port  (no error at all)
 
 An error is *expected* when it is an OpenAI-shaped upstream error (upstream_*, 502/503/504, or the
-same in a stream's error event) on a request that was running at some time between a fault's start
-and 25 s after its end (a breaker's reset time plus a request's timeouts); everything else is
-*unexpected*: a 500, an error outside the windows, a connection failure to the gateway, a body not
-in OpenAI's shape, a stream that ends without `[DONE]`. Memory: each gateway's RSS after the
-warm-up (the first 10 % of the run, at most 60 s) and at the end.
+same in a stream's error event) on a request that was running at some time between an upstream fault's
+start and 25 s after its end (a breaker's reset time plus a request's timeouts); everything else is
+*unexpected*: a 500, an error outside those windows (Redis's included: no request may fail for it), a
+connection failure to the gateway, a body not in OpenAI's shape, a stream that ends without `[DONE]`.
+Memory: each gateway's RSS after the warm-up (the first 10 % of the run, at most 60 s) and at the end.
 
 Targets: zero unexpected errors, RSS growth under 10 % per gateway. Prints a table, writes
 benchmarks/results/soak.json and soak.md (unless --out is given), exits 1 when a target is missed.
@@ -45,7 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.stack import KEY, RESULTS, Stack, rss_mib, wait_http  # noqa: E402
+from gateway.limits import key_id  # noqa: E402
 from simulator.harness import free_port  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 CONCURRENCY = 100
 GRACE_S = 25.0  # after a fault ends: a breaker's reset plus a request's timeouts
@@ -59,6 +64,8 @@ FAULTS = [
     ("local hangs streams", 0.40, 0.50, {"hang_after_tokens": 2}, {"hang_after_tokens": -1}),
     ("local down and back", 0.60, 0.70, None, None),
 ]
+REDIS_FAULT = ("redis hangs, then dies and starts again empty", 0.80, 0.90)
+GENEROUS = {"rpm": 10**7, "tpm": 10**10, "concurrent": 10**4, "budget_cny_per_day": 10**6}
 # Gateway timeouts for the run: a hung stream is cut after idle_s, not 30 s. Not tighter: on a 2-core host
 # shared with the load generator, a healthy stream can pause for over 2 s at 100 concurrent.
 TIMEOUTS = {"connect_s": 1.0, "first_token_s": 10.0, "idle_s": 5.0, "total_s": 30.0}
@@ -101,6 +108,8 @@ async def one(session: aiohttp.ClientSession, base: str, rng: random.Random, t0:
     stream = rng.random() < 0.5
     body = {"model": rng.choice(MODELS), "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
             "stream": stream, "max_tokens": 32}
+    if not stream and rng.random() < 1 / 3:
+        body["temperature"] = 0  # deterministic: answered from the shared cache once stored
     started = time.perf_counter()
     outcome = Outcome(started - t0, 0.0, stream)
     try:
@@ -160,6 +169,20 @@ async def sim_config(port: int, patch: dict[str, Any]) -> None:
         r.raise_for_status()
 
 
+async def redis_fault(duration: float, t0: float, redis: Any, log: list[str]) -> None:
+    """Redis hangs for the first half of its window, then is killed, and starts again (empty) at its end.
+    Not an upstream fault: no error is expected from it at all."""
+    name, start, end = REDIS_FAULT
+    await asyncio.sleep(max(0.0, t0 + start * duration - time.perf_counter()))
+    began = time.perf_counter() - t0
+    redis.pause()
+    await asyncio.sleep(max(0.0, t0 + (start + end) / 2 * duration - time.perf_counter()))
+    await asyncio.to_thread(redis.kill)
+    await asyncio.sleep(max(0.0, t0 + end * duration - time.perf_counter()))
+    await asyncio.to_thread(redis.start)
+    log.append(f"{name}: {began:.0f}-{time.perf_counter() - t0:.0f} s")
+
+
 async def schedule(duration: float, t0: float, local: LocalUpstream, windows: Windows, log: list[str]) -> None:
     for name, start, end, on, off in FAULTS:
         await asyncio.sleep(max(0.0, t0 + start * duration - time.perf_counter()))
@@ -177,7 +200,7 @@ async def schedule(duration: float, t0: float, local: LocalUpstream, windows: Wi
         log.append(f"{name}: {began:.0f}-{time.perf_counter() - t0:.0f} s")
 
 
-async def drive(bases: list[str], duration: float, pids: list[int], local: LocalUpstream,
+async def drive(bases: list[str], duration: float, pids: list[int], local: LocalUpstream, redis: Any,
                 seed: int) -> dict[str, Any]:
     outcomes: list[Outcome] = []
     windows, fault_log = Windows(), []
@@ -201,8 +224,10 @@ async def drive(bases: list[str], duration: float, pids: list[int], local: Local
             await asyncio.sleep(2.0)
 
     faults = asyncio.create_task(schedule(duration, t0, local, windows, fault_log))
+    redis_faults = asyncio.create_task(redis_fault(duration, t0, redis, fault_log))
     await asyncio.gather(memory(), *(client(i) for i in range(CONCURRENCY)))
     await faults
+    await redis_faults
     elapsed = time.perf_counter() - t0
     for pid in pids:
         rss[pid].append((elapsed, rss_mib(pid)))
@@ -210,6 +235,24 @@ async def drive(bases: list[str], duration: float, pids: list[int], local: Local
         if o.error is not None and o.expected and not windows.covers(o.started, o.started + o.latency_s):
             o.expected = False  # an upstream error with no fault to explain it
     return summarise(outcomes, elapsed, rss, warmup, fault_log, windows)
+
+
+async def shared_state(bases: list[str]) -> dict[str, float]:
+    """From the replicas' /metrics, summed: cache hits and misses, and who decided key admissions (Redis
+    in use through the run, its fault included)."""
+    wanted = {'qroute_cache_lookups_total{result="hit"}': "cache hits", 'qroute_cache_lookups_total{result="miss"}':
+              "cache misses", 'qroute_limit_admissions_total{decided="view"}': "admitted on a replica's view",
+              'qroute_limit_admissions_total{decided="redis"}': "admitted by Redis",
+              'qroute_limit_admissions_total{decided="process"}': "admitted on per-process counters"}
+    totals = dict.fromkeys(wanted.values(), 0.0)
+    async with aiohttp.ClientSession() as session:
+        for base in bases:
+            async with session.get(f"{base}/metrics") as resp:
+                for line in (await resp.text()).splitlines():
+                    name, _, value = line.rpartition(" ")
+                    if name in wanted:
+                        totals[wanted[name]] += float(value)
+    return totals
 
 
 def pct(values: list[float], q: float) -> float:
@@ -253,7 +296,8 @@ def targets_met(result: dict[str, Any]) -> bool:
 
 def markdown(result: dict[str, Any], minutes: float) -> str:
     verdict = "met" if targets_met(result) else "MISSED"
-    lines = [f"# Soak: {minutes:g} min, {result['concurrency']} concurrent, two gateway replicas, faults injected", "",
+    lines = [f"# Soak: {minutes:g} min, {result['concurrency']} concurrent, two gateway replicas sharing a Redis, "
+             "faults injected", "",
              f"On {platform.node() or 'this machine'} ({platform.machine()}, Python {platform.python_version()}); "
              f"targets: zero unexpected errors, RSS growth under 10 % -> **{verdict}**.",
              "", "| requests | streamed | requests/s | p50 ms | p99 ms | p50 / p99 ms outside faults | ok "
@@ -267,7 +311,11 @@ def markdown(result: dict[str, Any], minutes: float) -> str:
              "|---:|---:|---:|---:|---:|"]
     lines += [f"| {m['gateway']} | {m['rss_start_mib']} | {m['rss_end_mib']} | {m['rss_max_mib']} | "
               f"{m['growth'] * 100:.1f} % |" for m in result["memory"]]
-    lines += ["", "Faults: " + "; ".join(result["faults"]), "",
+    lines += ["", "Faults: " + "; ".join(result["faults"]), ""]
+    if result.get("shared_state"):
+        state = ", ".join(f"{k} {v:.0f}" for k, v in result["shared_state"].items())
+        lines += [f"Shared state (both replicas): {state}.", ""]
+    lines += [
               "Expected errors: " + (", ".join(f"{k}: {v}" for k, v in result["expected_errors"].items()) or "none"),
               "", "Unexpected errors: " + (", ".join(f"{k}: {v}" for k, v in result["unexpected_errors"].items())
                                           or "none")]
@@ -289,20 +337,27 @@ def main(argv: list[str] | None = None) -> int:
         # The stack's simulator serves the cloud; the local one runs alone (it goes down and back).
         stack = Stack(workdir, replicas=2, sim_args=tuple(sim_args))
         local = LocalUpstream(workdir, stack.local_port, sim_args)
+        redis = RedisServer()
         cfg = stack.config()
         for backend in cfg["backends"].values():
             backend["timeouts"] = TIMEOUTS
         cfg["breaker"] = {"failure_threshold": 5, "reset_after_s": 5}
+        cfg["redis"] = {"url": redis.url}
+        cfg["limits"] = {"keys": {key_id(KEY): GENEROUS}}
+        cfg["cache"] = {"enabled": True}
         stack.write_config(cfg)
         try:
+            redis.start()
             local.start()
             stack.start(local_sim=False)
             pids = [p.pid for p in stack.gateways]
-            result = asyncio.run(drive(stack.bases(), args.minutes * 60, pids, local, args.seed))
+            result = asyncio.run(drive(stack.bases(), args.minutes * 60, pids, local, redis, args.seed))
+            result["shared_state"] = asyncio.run(shared_state(stack.bases()))
         finally:
             with contextlib.suppress(Exception):
                 stack.stop()
             local.stop()
+            redis.stop()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result["minutes"] = args.minutes

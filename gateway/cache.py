@@ -104,7 +104,7 @@ class Prefetch:
         if self._sent is None:  # abandoned
             return None
         replies = await self._sent.replies(None)
-        raw = replies[0][self._asked.index(key)] if replies else None
+        raw = replies[self._asked.index(key)] if replies else None
         return CachedAnswer.loads(raw) if raw else None
 
     def abandon(self) -> None:
@@ -127,12 +127,12 @@ class ResponseCache:
         return self.link.key("cache", key)
 
     def prefetch(self, keys: list[str], digest: str) -> Prefetch:
-        """Ask for these keys now (one MGET, sent with whatever else is sent in this `batch`), but for
-        those the index knows are stored nowhere."""
+        """Ask for these keys now (a GET each, not an MGET: each key in its own Redis Cluster slot; sent
+        with whatever else is sent in this `batch`), but for those the index knows are stored nowhere."""
         if not self.link.configured:
             return Prefetch(self, keys, digest, [], None)
         asked = [k for k in keys if not self.index.absent(k)]
-        sent = self.link.send([("MGET", *(self._redis_key(k) for k in asked))]) if asked else None
+        sent = self.link.send([("GET", self._redis_key(k)) for k in asked]) if asked else None
         return Prefetch(self, keys, digest, asked, sent)
 
     async def get(self, key: str) -> CachedAnswer | None:

@@ -227,7 +227,7 @@ class Sent:
             return fallback
         mux = self._link.mux
         futures = self._futures
-        if futures is not None and all(f.done() and f.exception() is None for f in futures):
+        if futures is not None and all(f.done() and not f.cancelled() and f.exception() is None for f in futures):
             # Answered while the caller worked (the usual case): no bound to set up and take down.
             self._link._succeeded(granted)
             return [f.result() for f in futures]
