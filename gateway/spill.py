@@ -117,10 +117,21 @@ class SpillState:
 
 @dataclass
 class Caps:
-    """The last window of `auto` decisions (cloud or not) and of spilled requests' spend."""
+    """The last window of `auto` decisions (cloud or not) and of spilled requests' spend, with their
+    sums kept as they change (read on every spill-over decision). Old entries leave on every record,
+    not only when the caps are read: a local that never saturates must not keep every decision."""
 
+    window_s: float
     decisions: deque[tuple[float, bool]] = field(default_factory=deque)
     spend: deque[tuple[float, float]] = field(default_factory=deque)
+    cloud: int = 0  # cloud decisions in `decisions`
+    spent: float = 0.0  # CNY in `spend`
+
+    def forget(self, now: float) -> None:
+        while self.decisions and self.decisions[0][0] < now - self.window_s:
+            self.cloud -= self.decisions.popleft()[1]
+        while self.spend and self.spend[0][0] < now - 3600:
+            self.spent -= self.spend.popleft()[1]
 
 
 class SpillController:
@@ -130,7 +141,7 @@ class SpillController:
         self.states = states
         self._on_change = on_change
         self._clock = clock
-        self._caps = Caps()
+        self._caps = Caps(config.window_s)
         self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -186,25 +197,26 @@ class SpillController:
 
     def allowed(self) -> bool:
         """The caps: may one more request spill to the cloud now?"""
-        now = self._clock()
         caps = self._caps
-        while caps.decisions and caps.decisions[0][0] < now - self.config.window_s:
-            caps.decisions.popleft()
-        while caps.spend and caps.spend[0][0] < now - 3600:
-            caps.spend.popleft()
+        caps.forget(self._clock())
         if self.config.max_cloud_share is not None:
             # the share this spill would make: the window's cloud decisions plus this one
-            share = (sum(cloud for _, cloud in caps.decisions) + 1) / (len(caps.decisions) + 1)
+            share = (caps.cloud + 1) / (len(caps.decisions) + 1)
             if share > self.config.max_cloud_share:
                 return False
-        spent = sum(cny for _, cny in caps.spend)
-        return self.config.max_spend_cny_per_hour is None or spent < self.config.max_spend_cny_per_hour
+        return self.config.max_spend_cny_per_hour is None or caps.spent < self.config.max_spend_cny_per_hour
 
     def record_decision(self, to_cloud: bool) -> None:
-        self._caps.decisions.append((self._clock(), to_cloud))
+        now = self._clock()
+        self._caps.forget(now)
+        self._caps.decisions.append((now, to_cloud))
+        self._caps.cloud += to_cloud
 
     def record_spend(self, cny: float) -> None:
-        self._caps.spend.append((self._clock(), cny))
+        now = self._clock()
+        self._caps.forget(now)
+        self._caps.spend.append((now, cny))
+        self._caps.spent += cny
 
     def _set(self, state: SpillState, active: bool) -> None:
         if active == state.active:

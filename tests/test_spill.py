@@ -8,7 +8,8 @@ import time
 
 import httpx
 
-from gateway.spill import parse_vllm_metrics
+from gateway.settings import SpillConfig
+from gateway.spill import SpillController, parse_vllm_metrics
 from tests.conftest import free_port, user
 
 EASY = user("What is the capital of France?")  # scores far below t1: auto sends it local
@@ -121,3 +122,25 @@ def test_a_spend_cap_stops_spilling_once_spilled_requests_cost_it(make_gateway, 
     _until(lambda: _route(gw)[1] == "auto:spill")
     time.sleep(0.2)  # the spilled answer's cost is recorded once it has been sent
     assert _route(gw) == ("local", "auto:learned:below_t1")
+
+
+def test_decisions_outside_the_window_are_forgotten_while_local_never_saturates():
+    """Every auto decision is recorded; a local that never saturates never reads the caps, and still
+    only the window's decisions are kept (a soak's RSS kept growing with every request before)."""
+    now = [0.0]
+    spill = SpillController(SpillConfig(window_s=10, max_cloud_share=0.5, max_spend_cny_per_hour=1.0), {},
+                            on_change=lambda backend, active: None, clock=lambda: now[0])
+    for i in range(10_000):
+        now[0] = i * 0.01  # 100 decisions a second for 100 s, one in four to the cloud
+        spill.record_decision(i % 4 == 0)
+    assert len(spill._caps.decisions) <= 1001
+    assert spill._caps.cloud == sum(cloud for _, cloud in spill._caps.decisions)
+    assert spill.allowed()  # a quarter of the window went to the cloud: under the share cap
+    for _ in range(3):
+        spill.record_spend(0.4)
+    assert not spill.allowed()  # 1.2 CNY this hour: over the spend cap
+    now[0] += 3601
+    spill.record_spend(0.1)
+    for _ in range(3):
+        spill.record_decision(False)
+    assert spill.allowed() and len(spill._caps.spend) == 1 and len(spill._caps.decisions) == 3
