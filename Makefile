@@ -78,7 +78,7 @@ bench-fuzz: $(STAMP)
 
 # Soak (docs/reliability.md): MINUTES (default 10) at 100 concurrent through two replicas with faults injected;
 # benchmarks/results/soak.*; fails on any unexpected error or RSS growth of 10 % or more.
-bench-soak: $(STAMP)
+bench-soak: $(STAMP) tools
 	$(BIN)/python benchmarks/soak.py --minutes $(or $(MINUTES),10) $(ARGS)
 train-router: $(STAMP)
 	$(BIN)/qroute route train --recipe transfer --out router/artifacts/complexity.json.gz \
